@@ -1,0 +1,196 @@
+//! The resolved, immutable configuration that the running gateway uses.
+//!
+//! Built once per load by `resolve`; names are already checked and turned into handles
+//! (`BackendId`, `TeamId`), units are plain `Duration`s and byte counts, header names and
+//! values are parsed. Nothing here is looked up by string on the request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use ipnet::IpNet;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::raw::{GatewayFile, LogFormat, RoutesFile};
+use crate::routing::Pattern;
+
+/// The whole resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Public listener settings.
+    pub server: Server,
+    /// Admin listener; `None` = no admin listener.
+    pub admin: Option<Admin>,
+    /// Backends; a [`BackendId`] indexes this list.
+    pub backends: Vec<Backend>,
+    /// Logging settings.
+    pub telemetry: Telemetry,
+    /// Teams (one per route file); a [`TeamId`] indexes this list.
+    pub teams: Vec<Team>,
+    /// Every route of every file, in file order.
+    pub routes: Vec<Route>,
+    /// The raw files as loaded (for `GET /config` and `portico routes`).
+    pub raw: Arc<RawFiles>,
+}
+
+/// The typed files behind a [`Config`].
+#[derive(Debug)]
+pub struct RawFiles {
+    /// `gateway.yaml`.
+    pub gateway: GatewayFile,
+    /// `routes/*.yaml` with their names.
+    pub routes: Vec<(String, RoutesFile)>,
+}
+
+/// Public listener settings (`server:`).
+#[derive(Debug)]
+pub struct Server {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Worker threads (`None`: one per core).
+    pub workers: Option<usize>,
+    /// TLS material, already parsed.
+    pub tls: Option<Tls>,
+    /// Largest request body in bytes.
+    pub max_body: u64,
+    /// Largest request head in bytes.
+    pub max_header_bytes: usize,
+    /// Edge deadline up to the response head.
+    pub request_timeout: Duration,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Parsed TLS certificate chain and key.
+#[derive(Debug)]
+pub struct Tls {
+    /// Certificate chain, leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Admin listener settings.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token wanted on every endpoint, if set.
+    pub token: Option<String>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    /// JSON or human-readable logs.
+    pub log_format: LogFormat,
+    /// One line per request.
+    pub access_log: bool,
+}
+
+/// Index of a backend in [`Config::backends`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BackendId(pub usize);
+
+/// Index of a team in [`Config::teams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TeamId(pub usize);
+
+/// One backend.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Its name in `gateway.yaml`.
+    pub name: String,
+    /// Its instances (at least one).
+    pub instances: Vec<Instance>,
+    /// Connect timeout per attempt.
+    pub connect_timeout: Duration,
+    /// Timeout per attempt up to the response head.
+    pub timeout: Duration,
+}
+
+/// One instance of a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// `http` (the only scheme supported so far).
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+    /// Path prefix of the URL without a trailing slash (`""` for none).
+    pub base_path: String,
+}
+
+/// One route file's team.
+#[derive(Debug, Clone)]
+pub struct Team {
+    /// Team name.
+    pub name: String,
+    /// The file it owns (`routes/web.yaml`).
+    pub file: String,
+    /// The prefix it owns (`/web`; `/` for the catch-all file).
+    pub prefix: String,
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Unique id.
+    pub id: String,
+    /// Owning team.
+    pub team: TeamId,
+    /// Where it was declared (`routes/web.yaml:12`).
+    pub origin: String,
+    /// Full path pattern (prefix + path).
+    pub pattern: Pattern,
+    /// Allowed methods; `None` = every method.
+    pub methods: Option<Vec<Method>>,
+    /// Deadline for the response head.
+    pub timeout: Option<Duration>,
+    /// What answers the request.
+    pub handler: Handler,
+}
+
+/// The handler of a route.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    /// Reverse proxy to a backend.
+    Proxy(Proxy),
+    /// A fixed response.
+    Static(Static),
+}
+
+impl Handler {
+    /// `proxy` or `static`, as shown by `portico routes`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Handler::Proxy(_) => "proxy",
+            Handler::Static(_) => "static",
+        }
+    }
+}
+
+/// The `proxy` handler.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// Target backend.
+    pub backend: BackendId,
+    /// Backend path template; `None` = request path minus the file's prefix.
+    pub path: Option<Pattern>,
+    /// Length of the file's prefix to strip when `path` is `None` (0 for `/`).
+    pub strip_prefix: usize,
+}
+
+/// The `static` handler.
+#[derive(Debug, Clone)]
+pub struct Static {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers (including the content type).
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}

@@ -1,0 +1,245 @@
+use std::path::PathBuf;
+
+use super::*;
+
+const GATEWAY: &str = "\
+server:
+  listen: 127.0.0.1:8080
+backends:
+  orders:
+    url: http://127.0.0.1:9101
+  users:
+    url: http://127.0.0.1:9102/api/
+";
+
+fn sources(gateway: &str, routes: &[(&str, &str)]) -> Sources {
+    Sources {
+        dir: PathBuf::from("."),
+        gateway: Source {
+            name: "gateway.yaml".into(),
+            text: gateway.into(),
+        },
+        routes: routes
+            .iter()
+            .map(|(n, t)| Source {
+                name: format!("routes/{n}"),
+                text: t.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn no_vars(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(gateway: &str, routes: &[(&str, &str)]) -> Vec<String> {
+    match load(&sources(gateway, routes), &no_vars) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.diagnostics.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+const WEB: &str = "\
+team: web
+prefix: /web
+routes:
+  - id: order
+    path: /orders/{id}
+    methods: [GET]
+    proxy: { backend: orders, path: \"/v2/orders/{id}\" }
+  - id: hello
+    path: /hello
+    static: { body: { hi: there } }
+";
+
+#[test]
+fn a_valid_config_resolves() {
+    let config = load(&sources(GATEWAY, &[("web.yaml", WEB)]), &no_vars).unwrap();
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.routes[0].pattern.as_str(), "/web/orders/{id}");
+    assert_eq!(config.backends[1].instances[0].base_path, "/api");
+    assert_eq!(config.teams[0].prefix, "/web");
+    assert_eq!(config.routes[0].origin, "routes/web.yaml:4");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_file_line_and_key() {
+    let bad_gateway = "\
+server:
+  listen: nowhere
+  max_body: 10 parsecs
+backends:
+  orders:
+    url: http://127.0.0.1:9101
+    timeout: fast
+  users:
+    url: http://127.0.0.1:9102
+    colour: blue
+";
+    let bad_web = "\
+team: web
+prefix: /web
+routes:
+  - id: a
+    path: /a
+    proxy: { backend: nope }
+  - id: b
+    path: /b
+    prozy: { backend: users }
+  - id: c
+    path: /c
+    proxy: { backend: users }
+    static: { body: x }
+";
+    let errs = errors(bad_gateway, &[("web.yaml", bad_web)]);
+    let all = errs.join("\n");
+    assert!(
+        all.contains("gateway.yaml:3: server.max_body: invalid size"),
+        "{all}"
+    );
+    assert!(
+        all.contains("gateway.yaml:7: backends.orders.timeout: invalid duration"),
+        "{all}"
+    );
+    assert!(
+        all.contains("gateway.yaml:10: backends.users.colour: unknown field `colour`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("routes/web.yaml:9: routes[1].prozy: unknown field `prozy`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("routes/web.yaml:10: routes[2]: a route needs exactly one handler"),
+        "{all}"
+    );
+    // `orders` was dropped for its own error: `nope` is unknown, `orders` is not reported.
+    assert!(
+        all.contains("routes/web.yaml:6: routes[0].proxy.backend: unknown backend `nope`"),
+        "{all}"
+    );
+}
+
+#[test]
+fn unset_variables_are_errors_and_set_ones_expand() {
+    let gw =
+        "backends:\n  orders:\n    url: ${ORDERS_URL}\n  users:\n    url: http://${USERS_HOST}:1\n";
+    let errs = errors(gw, &[]);
+    assert!(
+        errs.iter().any(|e| e.contains(
+            "gateway.yaml:3: backends.orders.url: environment variable `ORDERS_URL` not set"
+        )),
+        "{errs:?}"
+    );
+    let vars = |n: &str| match n {
+        "ORDERS_URL" => Some("http://127.0.0.1:1".to_string()),
+        "USERS_HOST" => Some("10.0.0.1".to_string()),
+        _ => None,
+    };
+    let config = load(&sources(gw, &[]), &vars).unwrap();
+    assert_eq!(
+        config.backends[1].instances[0].authority.as_str(),
+        "10.0.0.1:1"
+    );
+}
+
+#[test]
+fn two_files_with_one_prefix() {
+    let other = "team: shop\nprefix: /web\nroutes: []\n";
+    let errs = errors(GATEWAY, &[("web.yaml", WEB), ("shop.yaml", other)]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("routes/shop.yaml:2: prefix: prefix `/web` is already owned by routes/web.yaml (team web)"), "{errs:?}");
+}
+
+#[test]
+fn duplicate_route_ids_name_both_places() {
+    let mobile =
+        "team: mobile\nprefix: /mobile\nroutes:\n  - id: order\n    path: /o\n    static: {}\n";
+    let errs = errors(GATEWAY, &[("web.yaml", WEB), ("mobile.yaml", mobile)]);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("route id `order` is already used at routes/web.yaml:4")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn overlapping_routes_name_both_places() {
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /o/{id}\n    static: {}\n  - id: b\n    path: /o/{name}\n    methods: [GET]\n    static: {}\n";
+    let errs = errors(GATEWAY, &[("web.yaml", web)]);
+    assert!(
+        errs.iter().any(
+            |e| e.contains("routes/web.yaml:8: routes[1].path: route `b`")
+                && e.contains("route `a` (/web/o/{id} at routes/web.yaml:4)")
+        ),
+        "{errs:?}"
+    );
+    // The same path under different methods is fine.
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /o\n    methods: [GET]\n    static: {}\n  - id: b\n    path: /o\n    methods: [POST]\n    static: {}\n";
+    assert!(errors(GATEWAY, &[("web.yaml", web)]).is_empty());
+}
+
+#[test]
+fn routes_outside_their_prefix() {
+    let legacy = "team: legacy\nprefix: /\nroutes:\n  - id: all\n    path: /{*rest}\n    proxy: { backend: orders }\n  - id: grab\n    path: /web/x\n    static: {}\n";
+    let errs = errors(GATEWAY, &[("web.yaml", WEB), ("legacy.yaml", legacy)]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("routes/legacy.yaml:8: routes[1].path: path /web/x lies under prefix `/web`, which routes/web.yaml (team web) owns"), "{errs:?}");
+    let escape =
+        "team: web\nprefix: /web\nroutes:\n  - id: up\n    path: /../admin\n    static: {}\n";
+    let errs = errors(GATEWAY, &[("web.yaml", escape)]);
+    assert!(errs[0].contains("may not contain `.` or `..`"), "{errs:?}");
+}
+
+#[test]
+fn unknown_backend_names_both_places() {
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: ordrs }\n";
+    let errs = errors(GATEWAY, &[("web.yaml", web)]);
+    assert_eq!(errs, vec!["routes/web.yaml:6: routes[0].proxy.backend: unknown backend `ordrs`; gateway.yaml:3 defines: orders, users".to_string()]);
+}
+
+#[test]
+fn features_not_built_yet_are_rejected() {
+    let gw = format!(
+        "{GATEWAY}    breaker: {{ consecutive_failures: 5 }}\ncache: {{ max_size: 1MiB }}\n"
+    );
+    let web = "team: web\nprefix: /web\nauth: customers\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 5s }\n";
+    let errs = errors(&gw, &[("web.yaml", web)]);
+    let all = errs.join("\n");
+    for expect in [
+        "backends.users.breaker: `breaker` is not supported yet",
+        "cache: `cache` is not supported yet",
+        "routes/web.yaml:3: auth: `auth` is not supported yet",
+        "routes[0].cache: `cache` is not supported yet",
+    ] {
+        assert!(all.contains(expect), "missing {expect:?} in\n{all}");
+    }
+}
+
+#[test]
+fn proxy_path_params_must_exist() {
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /a/{id}\n    proxy: { backend: orders, path: \"/x/{idd}\" }\n";
+    let errs = errors(GATEWAY, &[("web.yaml", web)]);
+    assert!(
+        errs[0].contains("`{idd}` is not a parameter of the route path /web/a/{id}"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn unquoted_params_in_flow_mappings_get_a_hint() {
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /a/{id}\n    proxy: { backend: orders, path: /x/{id} }\n";
+    let errs = errors(GATEWAY, &[("web.yaml", web)]);
+    assert!(
+        errs[0].contains("routes/web.yaml:6") && errs[0].contains("quote"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn schema_covers_both_files() {
+    let schema = json_schema();
+    assert!(schema["gateway.yaml"]["properties"]["backends"].is_object());
+    assert!(schema["routes/<team>.yaml"]["properties"]["routes"].is_object());
+}
