@@ -1,1 +1,216 @@
-fn main() {}
+//! `portico`: the command line. Parses arguments, loads configuration and wires the
+//! gateway, the BFF modules and the demo together; all behaviour lives in the crates.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gateway::config::{self, Config};
+
+/// Portico: an edge API gateway and Backend-for-Frontend server.
+#[derive(Parser)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load DIR/gateway.yaml and DIR/routes/*.yaml, validate all of it, and serve.
+    Serve {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override `admin.listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Validate a configuration without serving.
+    Validate {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start the built-in demo backends and serve the repository's own configuration.
+    Demo {
+        /// Override the demo's `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Override the demo's `admin.listen`.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Print the route table.
+    Routes {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of gateway.yaml and routes/<team>.yaml.
+    Schema,
+}
+
+const INVALID_CONFIG: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+        } => match load(&config) {
+            Ok(cfg) => serve(cfg, listen, admin_listen, None),
+            Err(code) => code,
+        },
+        Command::Validate { config } => match load(&config) {
+            Ok(cfg) => {
+                println!("{}: valid: {}", config.display(), summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Routes { config } => match load(&config) {
+            Ok(cfg) => {
+                print!("{}", route_table(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Schema => {
+            let schema = config::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Demo {
+            listen,
+            admin_listen,
+        } => demo::run(listen, admin_listen),
+    }
+}
+
+/// Loads a config directory, printing every error on failure.
+fn load(dir: &Path) -> Result<Config, ExitCode> {
+    config::load_dir(dir).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(INVALID_CONFIG)
+    })
+}
+
+fn summary(cfg: &Config) -> String {
+    let teams: Vec<&str> = cfg.teams.iter().map(|t| t.name.as_str()).collect();
+    format!(
+        "{} route file{} ({}), {} route{}, {} backend{}",
+        teams.len(),
+        if teams.len() == 1 { "" } else { "s" },
+        teams.join(", "),
+        cfg.routes.len(),
+        if cfg.routes.len() == 1 { "" } else { "s" },
+        cfg.backends.len(),
+        if cfg.backends.len() == 1 { "" } else { "s" },
+    )
+}
+
+fn route_table(cfg: &Config) -> String {
+    let mut rows = vec![[
+        "METHODS".to_string(),
+        "PATH".into(),
+        "ID".into(),
+        "TEAM".into(),
+        "HANDLER".into(),
+        "BACKENDS".into(),
+    ]];
+    let routes = gateway::admin::routes_json(cfg);
+    for r in routes["routes"].as_array().into_iter().flatten() {
+        let list = |v: &serde_json::Value| {
+            let items: Vec<&str> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+                .collect();
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(",")
+            }
+        };
+        rows.push([
+            list(&r["methods"]),
+            r["path"].as_str().unwrap_or_default().to_string(),
+            r["id"].as_str().unwrap_or_default().to_string(),
+            r["team"].as_str().unwrap_or_default().to_string(),
+            r["handler"].as_str().unwrap_or_default().to_string(),
+            list(&r["backends"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Builds the runtime (`server.workers` threads), binds and serves until SIGTERM/SIGINT.
+/// `before_serve` runs inside the runtime once the listeners are bound (the demo prints
+/// its curl commands there).
+fn serve(
+    cfg: Config,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    before_serve: Option<Box<dyn FnOnce(&gateway::server::Bound) + Send>>,
+) -> ExitCode {
+    gateway::telemetry::init(cfg.telemetry.log_format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.server.workers {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let summary = summary(&cfg);
+        let bound = match gateway::server::bind(cfg, listen, admin_listen).await {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("portico: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let scheme = if bound.is_tls() { "https" } else { "http" };
+        eprintln!("portico: listening on {scheme}://{}", bound.addr);
+        if let Some(a) = bound.admin_addr {
+            eprintln!("portico: admin on http://{a}");
+        }
+        tracing::info!(listen = %bound.addr, admin = ?bound.admin_addr, config = %summary, "serving");
+        if let Some(f) = before_serve {
+            f(&bound);
+        }
+        bound.run(gateway::server::shutdown_signal()).await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,7 +1,7 @@
 //! Portico's gateway core.
 //!
-//! The request path, in order (see `server::pipeline` for the one place it is written
-//! down in code, and `docs/request-path.md`):
+//! The request path, in order (written down once in [`server::pipeline`], and in
+//! `docs/request-path.md`):
 //!
 //! ```text
 //! listener (TCP/TLS, HTTP/1.1 + HTTP/2)
@@ -12,5 +12,12 @@
 //!   → backend   per-backend client: timeout → balancer → connection pool
 //! ```
 
+pub mod admin;
+pub mod body;
 pub mod config;
+pub mod error;
+pub mod proxy;
 pub mod routing;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

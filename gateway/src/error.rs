@@ -1,0 +1,204 @@
+//! Responses the gateway makes itself: RFC 9457 `application/problem+json` with a stable
+//! `code` and the `request_id`.
+//!
+//! This is the one place where error causes become statuses. Bodies never carry internal
+//! details (addresses, backend bodies, error chains): those go to the log.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Method, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+/// The stable error codes of the contract (§3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// No route has this path.
+    RouteNotFound,
+    /// The path exists for other methods.
+    MethodNotAllowed,
+    /// The request itself is malformed.
+    BadRequest,
+    /// The body is larger than `server.max_body`.
+    PayloadTooLarge,
+    /// The request head is larger than `server.max_header_bytes`.
+    HeadersTooLarge,
+    /// The backend could not be reached or answered badly.
+    UpstreamUnavailable,
+    /// The backend did not answer within its timeout.
+    UpstreamTimeout,
+    /// The route or edge deadline passed.
+    GatewayTimeout,
+}
+
+impl Code {
+    /// The status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::RouteNotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Code::UpstreamTimeout | Code::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The stable code string (`ROUTE_NOT_FOUND`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::RouteNotFound => "ROUTE_NOT_FOUND",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::BadRequest => "BAD_REQUEST",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Code::GatewayTimeout => "GATEWAY_TIMEOUT",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Code::RouteNotFound => "Route not found",
+            Code::MethodNotAllowed => "Method not allowed",
+            Code::BadRequest => "Bad request",
+            Code::PayloadTooLarge => "Payload too large",
+            Code::HeadersTooLarge => "Request headers too large",
+            Code::UpstreamUnavailable => "Upstream unavailable",
+            Code::UpstreamTimeout => "Upstream timeout",
+            Code::GatewayTimeout => "Gateway timeout",
+        }
+    }
+
+    /// Who caused it: the client (4xx) or a backend / the gateway (5xx).
+    pub fn is_client_fault(self) -> bool {
+        self.status().is_client_error()
+    }
+}
+
+/// A problem to answer with.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    code: Code,
+    detail: String,
+    allow: Vec<Method>,
+}
+
+impl Problem {
+    /// A problem with a detail text written by the gateway (never a backend's words).
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            allow: Vec::new(),
+        }
+    }
+
+    /// 404 ROUTE_NOT_FOUND.
+    pub fn route_not_found() -> Self {
+        Self::new(Code::RouteNotFound, "no route matches this path")
+    }
+
+    /// 405 METHOD_NOT_ALLOWED with `Allow`.
+    pub fn method_not_allowed(allow: Vec<Method>) -> Self {
+        Self {
+            allow,
+            ..Self::new(
+                Code::MethodNotAllowed,
+                "this path does not accept this method",
+            )
+        }
+    }
+
+    /// 400 for a malformed request.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(Code::BadRequest, detail)
+    }
+
+    /// 413 PAYLOAD_TOO_LARGE.
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            Code::PayloadTooLarge,
+            format!("the request body exceeds {limit} bytes"),
+        )
+    }
+
+    /// 431 HEADERS_TOO_LARGE.
+    pub fn headers_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::HeadersTooLarge,
+            format!("the request headers exceed {limit} bytes"),
+        )
+    }
+
+    /// 502 UPSTREAM_UNAVAILABLE.
+    pub fn upstream_unavailable() -> Self {
+        Self::new(
+            Code::UpstreamUnavailable,
+            "the backend could not be reached or gave an invalid response",
+        )
+    }
+
+    /// 504 UPSTREAM_TIMEOUT.
+    pub fn upstream_timeout() -> Self {
+        Self::new(Code::UpstreamTimeout, "the backend did not answer in time")
+    }
+
+    /// 504 GATEWAY_TIMEOUT.
+    pub fn gateway_timeout() -> Self {
+        Self::new(
+            Code::GatewayTimeout,
+            "the request did not complete within its deadline",
+        )
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The problem+json response.
+    pub fn into_response(self, request_id: &str) -> Response<ResponseBody> {
+        let status = self.code.status();
+        let body = serde_json::json!({
+            "type": format!("urn:portico:problem:{}", self.code.as_str().to_ascii_lowercase().replace('_', "-")),
+            "title": self.code.title(),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "code": self.code.as_str(),
+            "request_id": request_id,
+        });
+        let mut res = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+        if !self.allow.is_empty() {
+            let allow = self
+                .allow
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                h.insert(ALLOW, v);
+            }
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}

@@ -1,0 +1,177 @@
+//! The `proxy` handler: streams a request to a backend and its answer back.
+//!
+//! Sits at the end of the route pipeline. Bodies stream both ways (never buffered);
+//! hop-by-hop headers are removed both ways; `X-Forwarded-*`, `X-Request-Id` and
+//! `traceparent` are set; WebSocket upgrades are tunnelled once both sides agreed.
+
+mod headers;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+pub use headers::{client_ip, is_trusted, is_websocket_upgrade, set_forwarded, strip_hop_by_hop};
+
+use crate::body::{LimitedBody, ResponseBody};
+use crate::error::Problem;
+use crate::routing::Pattern;
+use crate::upstream::{self, Upstream};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// A resolved `proxy` route: its backend client and how paths map.
+#[derive(Debug)]
+pub struct ProxyRoute {
+    /// The backend.
+    pub upstream: Arc<Upstream>,
+    /// Backend path template; `None` = request path minus the file's prefix.
+    pub path: Option<Pattern>,
+    /// Bytes of prefix to strip when `path` is `None`.
+    pub strip_prefix: usize,
+}
+
+impl ProxyRoute {
+    /// The backend's path and query for a request.
+    pub fn target(
+        &self,
+        normalized_path: &str,
+        params: &matchit::Params<'_, '_>,
+        query: Option<&str>,
+    ) -> String {
+        let mut out =
+            String::with_capacity(normalized_path.len() + query.map_or(0, |q| q.len() + 1));
+        match &self.path {
+            Some(tpl) => {
+                let pairs: Vec<(&str, &str)> = params.iter().collect();
+                tpl.render(&pairs, &mut out);
+            }
+            None => {
+                let rest = normalized_path.get(self.strip_prefix..).unwrap_or("");
+                if !rest.starts_with('/') {
+                    out.push('/');
+                }
+                out.push_str(rest);
+            }
+        }
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+/// What the proxy needs to know about the request besides the request itself.
+#[derive(Debug)]
+pub struct Context {
+    /// `X-Request-Id` to send and echo.
+    pub request_id: HeaderValue,
+    /// The `traceparent` to send.
+    pub traceparent: HeaderValue,
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted_peer: bool,
+    /// `http` or `https`.
+    pub proto: &'static str,
+    /// Body limit in bytes.
+    pub max_body: u64,
+    /// When the route's deadline passes.
+    pub deadline: Instant,
+}
+
+/// Forwards `req` to the route's backend at `target` (path and query).
+pub async fn forward(
+    route: &ProxyRoute,
+    mut req: Request<Incoming>,
+    target: &str,
+    ctx: &Context,
+) -> Result<Response<ResponseBody>, Problem> {
+    let websocket = is_websocket_upgrade(req.headers());
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let uri = route
+        .upstream
+        .uri(target)
+        .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.remove(HOST).or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(&mut parts.headers, websocket);
+    set_forwarded(
+        &mut parts.headers,
+        ctx.peer,
+        ctx.trusted_peer,
+        ctx.proto,
+        host,
+    );
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    if parts
+        .headers
+        .insert(TRACEPARENT.clone(), ctx.traceparent.clone())
+        .is_none()
+    {
+        // A tracestate without its traceparent is meaningless.
+        parts.headers.remove(&TRACESTATE);
+    }
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = LimitedBody::new(body, ctx.max_body, exceeded.clone());
+    let upstream_req = Request::from_parts(parts, body);
+
+    let budget = ctx.deadline.saturating_duration_since(Instant::now());
+    let result = route.upstream.send(upstream_req, budget).await;
+    let mut res = match result {
+        Ok(res) => res,
+        Err(err) => {
+            if exceeded.load(Ordering::Relaxed) {
+                return Err(Problem::payload_too_large(ctx.max_body));
+            }
+            tracing::warn!(backend = route.upstream.name(), error = %err, "backend call failed");
+            return Err(match err {
+                // The backend's own timeout was the shorter one: its fault; else the deadline's.
+                upstream::Error::Timeout(_) if route.upstream.timeout() < budget => {
+                    Problem::upstream_timeout()
+                }
+                upstream::Error::Timeout(_) => Problem::gateway_timeout(),
+                upstream::Error::Connect(_) | upstream::Error::Failed(_) => {
+                    Problem::upstream_unavailable()
+                }
+            });
+        }
+    };
+    let upgraded = websocket && res.status() == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop_by_hop(res.headers_mut(), upgraded);
+    if upgraded {
+        if let Some(client_upgrade) = client_upgrade {
+            let backend_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, backend_upgrade) {
+                    Ok((client, backend)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(backend),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+    }
+    Ok(res.map(ResponseBody::upstream))
+}

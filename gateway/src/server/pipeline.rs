@@ -1,0 +1,203 @@
+//! The request path, written down once.
+//!
+//! ```text
+//!  client
+//!    │  listener: TCP (+ TLS, ALPN h2/http1.1), HTTP/1.1 or HTTP/2 (server::listener)
+//!    ▼
+//!  ┌─ edge ─────────────────────────────────────────────────────────────────────┐
+//!  │ snapshot taken (one config generation for the whole request)               │
+//!  │ request id (kept if sane, else new) · trace context (continued or new)     │
+//!  │ head size → 431 · Content-Length vs max_body → 413 · framing → 400          │
+//!  │ ┌─ router ───────────────────────────────────────────────────────────────┐ │
+//!  │ │ path normalised (.., %2e, //) → per-method table → 404 / 405             │ │
+//!  │ │ ┌─ route pipeline ───────────────────────────────────────────────────┐ │ │
+//!  │ │ │ deadline = min(request_timeout, route timeout) → 504 GATEWAY_TIMEOUT │ │ │
+//!  │ │ │ (auth, rate limits, cache slot in here: issues #4, #8)               │ │ │
+//!  │ │ │ ┌─ handler ───────────────────────────────────────────────────────┐ │ │ │
+//!  │ │ │ │ static: fixed response                                          │ │ │ │
+//!  │ │ │ │ proxy:  headers rewritten, body streamed with max_body counting │ │ │ │
+//!  │ │ │ │   └─ backend client: timeout → round-robin → keep-alive pool    │ │ │ │
+//!  │ │ │ └─────────────────────────────────────────────────────────────────┘ │ │ │
+//!  │ │ └─────────────────────────────────────────────────────────────────────┘ │ │
+//!  │ └─────────────────────────────────────────────────────────────────────────┘ │
+//!  │ response: X-Request-Id echoed · access log line                              │
+//!  └──────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Errors anywhere become a [`Problem`] and leave as problem+json with the request id.
+
+use std::net::SocketAddr;
+
+use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::edge;
+use super::state::{Gateway, RouteHandler, Snapshot};
+use crate::body::ResponseBody;
+use crate::error::Problem;
+use crate::proxy::{self, client_ip, is_trusted};
+use crate::routing::{Lookup, normalize};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the listener knows about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// What the access log records about one request.
+#[derive(Default)]
+struct Outcome {
+    route: Option<std::sync::Arc<str>>,
+    team: Option<std::sync::Arc<str>>,
+    backend: Option<String>,
+    code: Option<&'static str>,
+}
+
+/// Answers one request. Never fails: every error becomes a problem+json response.
+pub async fn handle(
+    gateway: &Gateway,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let snapshot = gateway.snapshot();
+    let request_id = edge::request_id(req.headers());
+    let (traceparent, trace_id) = edge::traceparent(req.headers());
+    let method = req.method().clone();
+    let log_path = snapshot
+        .edge
+        .access_log
+        .then(|| req.uri().path().to_string());
+    let client = client_ip(
+        req.headers(),
+        conn.peer.ip(),
+        &snapshot.edge.trusted_proxies,
+    );
+    let mut outcome = Outcome::default();
+
+    let result = route(
+        &snapshot,
+        conn,
+        req,
+        &request_id,
+        traceparent,
+        start,
+        &mut outcome,
+    )
+    .await;
+    let mut res = match result {
+        Ok(res) => res,
+        Err(problem) => {
+            outcome.code = Some(problem.code().as_str());
+            problem.into_response(request_id.to_str().unwrap_or_default())
+        }
+    };
+    if let Some(path) = log_path {
+        tracing::info!(
+            target: "portico::access",
+            method = %method,
+            path = %path,
+            route = outcome.route.as_deref().unwrap_or("-"),
+            team = outcome.team.as_deref().unwrap_or("-"),
+            backend = outcome.backend.as_deref().unwrap_or("-"),
+            status = res.status().as_u16(),
+            code = outcome.code.unwrap_or("-"),
+            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+            request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = std::str::from_utf8(&trace_id).unwrap_or_default(),
+            client_ip = %client,
+            "request"
+        );
+    }
+    res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    res
+}
+
+async fn route(
+    snapshot: &Snapshot,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    traceparent: HeaderValue,
+    start: Instant,
+    outcome: &mut Outcome,
+) -> Result<Response<ResponseBody>, Problem> {
+    let edge = &snapshot.edge;
+    // Edge limits.
+    let uri_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    if edge::head_size(uri_len, req.headers()) > edge.max_header_bytes {
+        return Err(Problem::headers_too_large(edge.max_header_bytes));
+    }
+    let headers = req.headers();
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.any(|other| other != first) {
+            return Err(Problem::bad_request("conflicting Content-Length headers"));
+        }
+        if headers.contains_key(TRANSFER_ENCODING) {
+            return Err(Problem::bad_request(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        match first
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            Some(n) if n > edge.max_body => return Err(Problem::payload_too_large(edge.max_body)),
+            Some(_) => {}
+            None => return Err(Problem::bad_request("invalid Content-Length")),
+        }
+    }
+
+    // Router.
+    let path = normalize(req.uri().path())
+        .ok_or_else(|| Problem::bad_request("malformed request path"))?;
+    let (entry, params) = match snapshot.table.lookup(req.method(), &path) {
+        Lookup::Found { value, params } => (value, params),
+        Lookup::MethodNotAllowed { allow } => return Err(Problem::method_not_allowed(allow)),
+        Lookup::NotFound => return Err(Problem::route_not_found()),
+    };
+    outcome.route = Some(entry.id.clone());
+    outcome.team = Some(entry.team.clone());
+
+    // Route pipeline.
+    let budget = entry
+        .timeout
+        .map_or(edge.request_timeout, |t| t.min(edge.request_timeout));
+    let deadline = start + budget;
+
+    // Handler.
+    match &entry.handler {
+        RouteHandler::Static(s) => {
+            let mut res = Response::new(ResponseBody::full(s.body.clone()));
+            *res.status_mut() = s.status;
+            *res.headers_mut() = s.headers.clone();
+            Ok(res)
+        }
+        RouteHandler::Proxy(p) => {
+            outcome.backend = Some(p.upstream.name().to_string());
+            let target = p.target(&path, &params, req.uri().query());
+            let ctx = proxy::Context {
+                request_id: request_id.clone(),
+                traceparent,
+                peer: conn.peer.ip(),
+                trusted_peer: is_trusted(conn.peer.ip(), &edge.trusted_proxies),
+                proto: if conn.tls { "https" } else { "http" },
+                max_body: edge.max_body,
+                deadline,
+            };
+            match tokio::time::timeout_at(deadline, proxy::forward(p, req, &target, &ctx)).await {
+                Ok(result) => result,
+                Err(_) => Err(Problem::gateway_timeout()),
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The gateway's live state: the current snapshot behind an `ArcSwap`, and the drain flag.
+//!
+//! A snapshot is everything a request needs, resolved once per config load: the route
+//! table with handlers that hold their backend clients directly. A request takes the
+//! snapshot once and keeps it to the end, so a later swap never changes it mid-flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use crate::config::{self, Config, Handler};
+use crate::proxy::ProxyRoute;
+use crate::routing::Table;
+use crate::upstream::Upstream;
+
+/// A route as the request path sees it.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// Route id.
+    pub id: Arc<str>,
+    /// Owning team.
+    pub team: Arc<str>,
+    /// Route deadline.
+    pub timeout: Option<Duration>,
+    /// The handler.
+    pub handler: RouteHandler,
+}
+
+/// A route's resolved handler.
+#[derive(Debug)]
+pub enum RouteHandler {
+    /// Reverse proxy.
+    Proxy(ProxyRoute),
+    /// Fixed response.
+    Static(config::Static),
+}
+
+/// Edge settings copied out of the config for the hot path.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Body limit.
+    pub max_body: u64,
+    /// Head limit.
+    pub max_header_bytes: usize,
+    /// Edge deadline.
+    pub request_timeout: Duration,
+    /// Trusted proxies.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Access log on/off.
+    pub access_log: bool,
+}
+
+/// One immutable, fully resolved generation of the configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Route table.
+    pub table: Table<RouteEntry>,
+    /// Edge settings.
+    pub edge: Edge,
+    /// Backend clients by name (kept across reloads for unchanged backends).
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot. Backend clients of `previous` are reused for backends whose
+    /// settings did not change, so their pools survive a reload.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Snapshot {
+        let config = Arc::new(config);
+        let mut upstreams = HashMap::new();
+        let mut by_id = Vec::new();
+        for b in &config.backends {
+            let reuse = previous.and_then(|p| {
+                let old = p.config.backends.iter().find(|o| o.name == b.name)?;
+                (old.instances == b.instances
+                    && old.timeout == b.timeout
+                    && old.connect_timeout == b.connect_timeout)
+                    .then(|| p.upstreams.get(&b.name).cloned())
+                    .flatten()
+            });
+            let u = reuse.unwrap_or_else(|| Arc::new(Upstream::new(b)));
+            upstreams.insert(b.name.clone(), u.clone());
+            by_id.push(u);
+        }
+        let teams: Vec<Arc<str>> = config
+            .teams
+            .iter()
+            .map(|t| Arc::from(t.name.as_str()))
+            .collect();
+        let entries = config.routes.iter().map(|r| {
+            let handler = match &r.handler {
+                Handler::Proxy(p) => RouteHandler::Proxy(ProxyRoute {
+                    upstream: by_id[p.backend.0].clone(),
+                    path: p.path.clone(),
+                    strip_prefix: p.strip_prefix,
+                }),
+                Handler::Static(s) => RouteHandler::Static(s.clone()),
+            };
+            let entry = RouteEntry {
+                id: Arc::from(r.id.as_str()),
+                team: teams[r.team.0].clone(),
+                timeout: r.timeout,
+                handler,
+            };
+            (r.pattern.clone(), r.methods.clone(), entry)
+        });
+        // The config was validated, which builds this same table: it cannot conflict.
+        let table = match Table::build(entries) {
+            Ok(t) => t,
+            Err(c) => panic!("validated config has conflicting routes: {c:?}"),
+        };
+        let s = &config.server;
+        let edge = Edge {
+            max_body: s.max_body,
+            max_header_bytes: s.max_header_bytes,
+            request_timeout: s.request_timeout,
+            trusted_proxies: s.trusted_proxies.clone(),
+            access_log: config.telemetry.access_log,
+        };
+        Snapshot {
+            config,
+            table,
+            edge,
+            upstreams,
+        }
+    }
+}
+
+/// The running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `config`.
+    pub fn new(config: Config) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the configuration atomically; requests in flight keep theirs.
+    pub fn swap(&self, config: Config) {
+        let old = self.snapshot.load_full();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(config, Some(&old))));
+    }
+
+    /// Marks the gateway as draining (`/ready` answers 503).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the gateway is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

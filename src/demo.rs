@@ -1,0 +1,201 @@
+//! `portico demo`: small in-process backends (orders, users, inventory, payments and a
+//! legacy monolith) on loopback ports, and the repository's own `gateway.yaml` and
+//! `routes/` (compiled into the binary) served against them.
+//!
+//! The config names its backends as `${PORTICO_DEMO_ORDERS:-http://127.0.0.1:9101}` and
+//! so on; the demo binds each backend on a free port and passes its address in those
+//! variables, so it never collides with anything already listening.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use gateway::config::{self, Source, Sources};
+use serde_json::{Value, json};
+
+/// The repository's configuration, embedded so the demo runs from anywhere.
+pub(crate) const GATEWAY_YAML: &str = include_str!("../gateway.yaml");
+/// The repository's route files, embedded (a test checks this list against `routes/`).
+pub(crate) const ROUTE_FILES: &[(&str, &str)] = &[
+    ("routes/legacy.yaml", include_str!("../routes/legacy.yaml")),
+    ("routes/mobile.yaml", include_str!("../routes/mobile.yaml")),
+    (
+        "routes/partner.yaml",
+        include_str!("../routes/partner.yaml"),
+    ),
+    ("routes/web.yaml", include_str!("../routes/web.yaml")),
+];
+
+const BACKENDS: [&str; 5] = ["orders", "users", "inventory", "payments", "monolith"];
+
+fn app(name: &str) -> Router {
+    match name {
+        "orders" => Router::new()
+            .route(
+                "/orders",
+                get(|| async {
+                    Json(json!({ "orders": (1..=20).map(order).collect::<Vec<_>>() }))
+                }),
+            )
+            .route(
+                "/orders/{id}",
+                get(|Path(id): Path<String>| async move { Json(order_for(&id)) }),
+            ),
+        "users" => Router::new().route(
+            "/users/{id}",
+            get(|Path(id): Path<String>| async move {
+                Json(json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" }))
+            }),
+        ),
+        "inventory" => Router::new().route(
+            "/inventory",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                let sku = q.get("sku").cloned().unwrap_or_else(|| "unknown".into());
+                Json(json!({ "sku": sku, "in_stock": true, "quantity": 7 }))
+            }),
+        ),
+        "payments" => Router::new().route(
+            "/payments",
+            post(|Json(body): Json<Value>| async move {
+                let id = format!("pay-{:08x}", fastrand_u32());
+                (
+                    StatusCode::CREATED,
+                    Json(json!({ "id": id, "status": "authorized", "request": body })),
+                )
+            }),
+        ),
+        _ => Router::new().fallback(|req: Request| async move {
+            Json(json!({
+                "served_by": "monolith",
+                "method": req.method().as_str(),
+                "path": req.uri().path(),
+                "query": req.uri().query(),
+            }))
+            .into_response()
+        }),
+    }
+}
+
+fn order(n: u32) -> Value {
+    json!({ "id": n.to_string(), "status": "shipped", "customer_id": format!("c-{}", n % 7), "sku": format!("sku-{n}"), "total": 10.5 * f64::from(n) })
+}
+
+fn order_for(id: &str) -> Value {
+    let mut o = order(id.parse().unwrap_or(1));
+    o["id"] = json!(id);
+    o
+}
+
+fn fastrand_u32() -> u32 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// Runs the demo until SIGTERM/SIGINT.
+pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> ExitCode {
+    let mut listeners = Vec::new();
+    let mut vars = HashMap::new();
+    for name in BACKENDS {
+        let l = match std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("portico demo: cannot start the {name} backend: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        vars.insert(
+            format!("PORTICO_DEMO_{}", name.to_ascii_uppercase()),
+            format!("http://{addr}"),
+        );
+        listeners.push((name, l));
+    }
+    let sources = Sources {
+        dir: PathBuf::from("."),
+        gateway: Source {
+            name: "gateway.yaml".into(),
+            text: GATEWAY_YAML.into(),
+        },
+        routes: ROUTE_FILES
+            .iter()
+            .map(|(n, t)| Source {
+                name: (*n).into(),
+                text: (*t).into(),
+            })
+            .collect(),
+    };
+    let lookup = |name: &str| vars.get(name).cloned().or_else(|| config::env_vars(name));
+    let cfg = match config::load(&sources, &lookup) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("the built-in demo configuration is invalid:\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let start_backends = move |bound: &gateway::server::Bound| {
+        for (name, l) in listeners {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    tokio::spawn(async move {
+                        let _ = axum::serve(l, app(name)).await;
+                    });
+                }
+                Err(e) => eprintln!("portico demo: {name} backend failed: {e}"),
+            }
+        }
+        println!("{}", instructions(bound.addr, bound.admin_addr));
+    };
+    crate::serve(cfg, listen, admin_listen, Some(Box::new(start_backends)))
+}
+
+/// The ready-to-paste commands; every one of them is run by the demo test.
+fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
+    let base = format!("http://{addr}");
+    let mut out = String::from("\nPortico demo is up. Try:\n\n");
+    let cmds = [
+        (
+            "web: an order, proxied to the orders service",
+            format!("curl -s {base}/web/orders/42"),
+        ),
+        ("web: a customer", format!("curl -s {base}/web/users/7")),
+        (
+            "web: a static answer from the gateway itself",
+            format!("curl -s {base}/web/config"),
+        ),
+        (
+            "mobile: stock, query string passed through",
+            format!("curl -s '{base}/mobile/inventory?sku=sku-42'"),
+        ),
+        (
+            "partner: create a payment",
+            format!(
+                "curl -s -X POST -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"
+            ),
+        ),
+        (
+            "legacy: anything else goes to the monolith",
+            format!("curl -s '{base}/account/settings?tab=privacy'"),
+        ),
+    ];
+    for (what, cmd) in cmds {
+        out.push_str(&format!("  # {what}\n  {cmd}\n\n"));
+    }
+    if let Some(a) = admin {
+        out.push_str(&format!(
+            "  # admin: the route table\n  curl -s http://{a}/routes\n\n"
+        ));
+    }
+    out
+}
