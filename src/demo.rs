@@ -199,3 +199,30 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    /// The embedded route files are exactly the files in `routes/`, byte for byte.
+    #[test]
+    fn embedded_config_matches_the_repository() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut on_disk: Vec<String> = std::fs::read_dir(root.join("routes"))
+            .unwrap()
+            .flatten()
+            .map(|e| format!("routes/{}", e.file_name().to_string_lossy()))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<String> = super::ROUTE_FILES
+            .iter()
+            .map(|(n, _)| (*n).to_string())
+            .collect();
+        assert_eq!(embedded, on_disk, "update ROUTE_FILES in src/demo.rs");
+        for (name, text) in super::ROUTE_FILES {
+            assert_eq!(std::fs::read_to_string(root.join(name)).unwrap(), *text);
+        }
+        assert_eq!(
+            std::fs::read_to_string(root.join("gateway.yaml")).unwrap(),
+            super::GATEWAY_YAML
+        );
+    }
+}

@@ -170,6 +170,9 @@ fn route_table(cfg: &Config) -> String {
     out
 }
 
+/// Runs once the listeners are bound, inside the runtime.
+type BeforeServe = Box<dyn FnOnce(&gateway::server::Bound) + Send>;
+
 /// Builds the runtime (`server.workers` threads), binds and serves until SIGTERM/SIGINT.
 /// `before_serve` runs inside the runtime once the listeners are bound (the demo prints
 /// its curl commands there).
@@ -177,7 +180,7 @@ fn serve(
     cfg: Config,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
-    before_serve: Option<Box<dyn FnOnce(&gateway::server::Bound) + Send>>,
+    before_serve: Option<BeforeServe>,
 ) -> ExitCode {
     gateway::telemetry::init(cfg.telemetry.log_format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -8,7 +8,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::task::{Context, Poll};
+use tokio::sync::Notify;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -81,23 +83,68 @@ impl Body for ResponseBody {
 #[error("request body exceeds the limit")]
 pub struct TooLarge;
 
+/// Shared between a [`LimitedBody`] and the request that sends it: set (and notified)
+/// when the body went past its limit, so the request can answer 413 at once instead of
+/// waiting for the backend to notice the broken stream; and set when the client's body
+/// stream broke, so the answer is the client's fault (400), not the backend's.
+#[derive(Debug, Default)]
+pub struct Overflow {
+    exceeded: AtomicBool,
+    client_error: AtomicBool,
+    notify: Notify,
+}
+
+impl Overflow {
+    /// Whether the limit was exceeded.
+    pub fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Acquire)
+    }
+
+    /// Whether the client's body stream broke (bad chunk, reset) on its way through.
+    pub fn client_error(&self) -> bool {
+        self.client_error.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the limit is exceeded.
+    pub async fn wait(&self) {
+        let notified = self.notify.notified();
+        if self.exceeded() {
+            return;
+        }
+        notified.await;
+    }
+
+    fn trip(&self) {
+        self.exceeded.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A client's request body, counted while it streams to the backend.
     pub struct LimitedBody {
         #[pin]
         inner: Incoming,
+        first: Option<Frame<Bytes>>,
         remaining: u64,
-        exceeded: Arc<AtomicBool>,
+        overflow: Arc<Overflow>,
     }
 }
 
 impl LimitedBody {
-    /// Wraps `inner`, allowing at most `limit` bytes; `exceeded` is set when it overflows.
-    pub fn new(inner: Incoming, limit: u64, exceeded: Arc<AtomicBool>) -> Self {
+    /// Wraps `inner`, allowing at most `limit` bytes; `overflow` trips when it overflows.
+    /// `first` is a frame already read from `inner` (see [`peek`]); it is sent first.
+    pub fn new(
+        inner: Incoming,
+        first: Option<Frame<Bytes>>,
+        limit: u64,
+        overflow: Arc<Overflow>,
+    ) -> Self {
         Self {
             inner,
+            first,
             remaining: limit,
-            exceeded,
+            overflow,
         }
     }
 }
@@ -111,29 +158,48 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
-                    if len > *this.remaining {
-                        this.exceeded.store(true, Ordering::Relaxed);
-                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
-                    }
-                    *this.remaining -= len;
+        let frame = match this.first.take() {
+            Some(frame) => frame,
+            None => match this.inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => {
+                    this.overflow.client_error.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > *this.remaining {
+                this.overflow.trip();
+                return Poll::Ready(Some(Err(Box::new(TooLarge))));
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            *this.remaining -= len;
         }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.first {
+            None => self.inner.size_hint(),
+            Some(_) => SizeHint::default(),
+        }
     }
+}
+
+/// Reads the first frame of a request body before anything is sent to a backend, so a
+/// body that is malformed from its first byte (a bad chunk size) is refused with a 400
+/// and never reaches a backend. `Ok(None)`: the body is empty.
+pub async fn peek(body: &mut Incoming) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+    use http_body_util::BodyExt;
+    if body.is_end_stream() {
+        return Ok(None);
+    }
+    body.frame().await.transpose()
 }

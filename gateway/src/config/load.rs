@@ -183,10 +183,10 @@ pub(super) fn parse_file<T: DeserializeOwned>(
                 let path = err.path().to_string();
                 let path = if path == "." { String::new() } else { path };
                 let mut segs = yaml::split_path(&path);
-                if let [Seg::Key(list), Seg::Index(i), ..] = segs.as_mut_slice() {
-                    if let Some(kept) = parsed.kept.get(list.as_str()) {
-                        *i = kept.get(*i).copied().unwrap_or(*i);
-                    }
+                if let [Seg::Key(list), Seg::Index(i), ..] = segs.as_mut_slice()
+                    && let Some(kept) = parsed.kept.get(list.as_str())
+                {
+                    *i = kept.get(*i).copied().unwrap_or(*i);
                 }
                 let cut_len = segs.len().min(2);
                 let path = join(&segs);
@@ -216,16 +216,15 @@ pub(super) fn parse_file<T: DeserializeOwned>(
 
 /// serde reports an unknown field at its parent; point at the field itself.
 fn unknown_field_key(path: &str, message: &str) -> String {
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some(field) = rest.split('`').next() {
-            if !path.ends_with(field) {
-                return if path.is_empty() {
-                    field.to_string()
-                } else {
-                    format!("{path}.{field}")
-                };
-            }
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some(field) = rest.split('`').next()
+        && !path.ends_with(field)
+    {
+        return if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
     }
     path.to_string()
 }

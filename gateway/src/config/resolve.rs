@@ -32,10 +32,10 @@ pub fn load(sources: &Sources, vars: &dyn Fn(&str) -> Option<String>) -> Result<
         .collect();
     let mut r = Resolver { errors, sources };
     let config = r.resolve(&gateway, &files);
-    if r.errors.is_empty() {
-        if let Some(config) = config {
-            return Ok(config);
-        }
+    if r.errors.is_empty()
+        && let Some(config) = config
+    {
+        return Ok(config);
     }
     Err(Error {
         diagnostics: r.errors,
@@ -383,7 +383,6 @@ impl Resolver<'_> {
                     "prefix",
                     format!("prefix `{prefix}` is already owned by {} (team {}); two files may not share a prefix", other_team.file, other_team.name),
                 ));
-                continue;
             }
             prefixes.push((prefix.clone(), teams.len()));
             teams.push(Team {

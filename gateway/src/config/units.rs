@@ -118,11 +118,11 @@ impl<'de> Deserialize<'de> for Size {
 impl Serialize for Size {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let n = self.0;
-        let text = if n != 0 && n % (1 << 30) == 0 {
+        let text = if n != 0 && n.is_multiple_of(1 << 30) {
             format!("{}GiB", n >> 30)
-        } else if n != 0 && n % (1 << 20) == 0 {
+        } else if n != 0 && n.is_multiple_of(1 << 20) {
             format!("{}MiB", n >> 20)
-        } else if n != 0 && n % (1 << 10) == 0 {
+        } else if n != 0 && n.is_multiple_of(1 << 10) {
             format!("{}KiB", n >> 10)
         } else {
             format!("{n}B")

@@ -352,10 +352,10 @@ fn type_plain(v: &str) -> serde_json::Value {
         if let Ok(u) = v.parse::<u64>() {
             return Value::from(u);
         }
-        if let Ok(f) = v.parse::<f64>() {
-            if let Some(n) = serde_json::Number::from_f64(f) {
-                return Value::Number(n);
-            }
+        if let Ok(f) = v.parse::<f64>()
+            && let Some(n) = serde_json::Number::from_f64(f)
+        {
+            return Value::Number(n);
         }
     }
     Value::String(v.to_string())

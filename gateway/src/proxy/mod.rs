@@ -8,7 +8,6 @@ mod headers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -18,7 +17,7 @@ use tokio::time::Instant;
 
 pub use headers::{client_ip, is_trusted, is_websocket_upgrade, set_forwarded, strip_hop_by_hop};
 
-use crate::body::{LimitedBody, ResponseBody};
+use crate::body::{LimitedBody, Overflow, ResponseBody};
 use crate::error::Problem;
 use crate::routing::Pattern;
 use crate::upstream::{self, Upstream};
@@ -101,7 +100,10 @@ pub async fn forward(
         .upstream
         .uri(target)
         .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    let first = crate::body::peek(&mut body)
+        .await
+        .map_err(|_| Problem::bad_request("malformed request body"))?;
     let host = parts.headers.remove(HOST).or_else(|| {
         parts
             .uri
@@ -129,17 +131,25 @@ pub async fn forward(
     }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = LimitedBody::new(body, ctx.max_body, exceeded.clone());
+    let overflow = Arc::new(Overflow::default());
+    let body = LimitedBody::new(body, first, ctx.max_body, overflow.clone());
     let upstream_req = Request::from_parts(parts, body);
 
     let budget = ctx.deadline.saturating_duration_since(Instant::now());
-    let result = route.upstream.send(upstream_req, budget).await;
+    let result = tokio::select! {
+        result = route.upstream.send(upstream_req, budget) => result,
+        () = overflow.wait() => return Err(Problem::payload_too_large(ctx.max_body)),
+    };
     let mut res = match result {
         Ok(res) => res,
         Err(err) => {
-            if exceeded.load(Ordering::Relaxed) {
+            if overflow.exceeded() {
                 return Err(Problem::payload_too_large(ctx.max_body));
+            }
+            if overflow.client_error() {
+                return Err(Problem::bad_request(
+                    "the request body broke off or was malformed",
+                ));
             }
             tracing::warn!(backend = route.upstream.name(), error = %err, "backend call failed");
             return Err(match err {
@@ -156,22 +166,20 @@ pub async fn forward(
     };
     let upgraded = websocket && res.status() == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop_by_hop(res.headers_mut(), upgraded);
-    if upgraded {
-        if let Some(client_upgrade) = client_upgrade {
-            let backend_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, backend_upgrade) {
-                    Ok((client, backend)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(client),
-                            &mut TokioIo::new(backend),
-                        )
-                        .await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    if upgraded && let Some(client_upgrade) = client_upgrade {
+        let backend_upgrade = hyper::upgrade::on(&mut res);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((client, backend)) => {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(client),
+                        &mut TokioIo::new(backend),
+                    )
+                    .await;
                 }
-            });
-        }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
     }
     Ok(res.map(ResponseBody::upstream))
 }
