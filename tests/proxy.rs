@@ -406,3 +406,53 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
         assert!(!all.contains(secret), "{secret} was logged");
     }
 }
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_before_any_backend() {
+    let (b, gw) = setup("").await;
+    for (what, req) in [
+        ("CL then TE", &b"POST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..]),
+        ("TE then CL", b"POST /api/echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("differing CL", b"POST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!"),
+        ("TE not chunked", b"POST /api/echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n"),
+        ("bad CL", b"POST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 5x\r\n\r\nhello"),
+    ] {
+        let out = raw(gw.addr, req, Duration::from_secs(3)).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        assert!(out.contains("application/problem+json") && out.contains("BAD_REQUEST"), "{what}: {out}");
+        assert!(!out.contains("__portico"), "{what}: the internal marker leaked: {out}");
+    }
+    // A smuggling attempt after a good request on the same connection: the first is
+    // answered, the second refused, and only the first reaches the backend.
+    let out = raw(
+        gw.addr,
+        b"GET /api/echo/first HTTP/1.1\r\nhost: x\r\n\r\nPOST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /api/echo/smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("HTTP/1.1 400"), "{out}");
+    assert!(!out.contains("smuggled"), "{out}");
+    assert_eq!(b.hits(), 1);
+    // The marker path itself, sent by a client, is an ordinary unknown path.
+    let got = get(&gw.url("/__portico/framing-error/0123/length-and-chunked")).await;
+    assert_problem(&got, 404, "ROUTE_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn keep_alive_bodies_and_pipelining_pass_the_guard() {
+    let (b, gw) = setup("").await;
+    // Two pipelined requests with bodies (fixed and chunked with a trailer), then a GET.
+    let out = raw(
+        gw.addr,
+        b"POST /api/echo/a HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\nhello world\
+POST /api/echo/b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: 1\r\n\r\n\
+GET /api/echo/c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200").count(), 3, "{out}");
+    assert!(out.contains("\"body\":\"hello world\""), "{out}");
+    assert!(out.contains("\"body\":\"abcde\""), "{out}");
+    assert_eq!(b.hits(), 3);
+}

@@ -12,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::framing::FramingGuard;
 use super::pipeline::{self, ConnInfo};
 use super::state::Gateway;
 use crate::config;
@@ -87,8 +88,9 @@ pub(super) async fn serve(
             });
             match tls {
                 None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    // Plain TCP may be HTTP/1: watch its framing (h2c steps the guard aside).
+                    let io = TokioIo::new(FramingGuard::new(stream));
+                    let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
@@ -101,9 +103,16 @@ pub(super) async fn serve(
                         tracing::debug!(%peer, "TLS handshake failed or timed out");
                         return;
                     };
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    let result = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    } else {
+                        let io = TokioIo::new(FramingGuard::new(stream));
+                        let conn = builder.serve_connection_with_upgrades(io, service);
+                        watcher.watch(conn.into_owned()).await
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 }

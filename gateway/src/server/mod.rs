@@ -4,6 +4,7 @@
 //! speaks HTTP; `state` holds the live snapshot; `edge` has the small edge helpers.
 
 mod edge;
+mod framing;
 mod listener;
 pub mod pipeline;
 mod state;

@@ -8,6 +8,7 @@
 //!  │ snapshot taken (one config generation for the whole request)               │
 //!  │ request id (kept if sane, else new) · trace context (continued or new)     │
 //!  │ head size → 431 · Content-Length vs max_body → 413 · framing → 400          │
+//!  │ (HTTP/1 heads with ambiguous framing were already swapped by framing.rs)   │
 //!  │ ┌─ router ───────────────────────────────────────────────────────────────┐ │
 //!  │ │ path normalised (.., %2e, //) → per-method table → 404 / 405             │ │
 //!  │ │ ┌─ route pipeline ───────────────────────────────────────────────────┐ │ │
@@ -33,8 +34,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::edge;
 use super::state::{Gateway, RouteHandler, Snapshot};
+use super::{edge, framing};
 use crate::body::ResponseBody;
 use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
@@ -67,8 +68,16 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
-    let snapshot = gateway.snapshot();
     let request_id = edge::request_id(req.headers());
+    if let Some(reason) = framing::refused(req.uri().path()) {
+        tracing::info!(target: "portico::access", status = 400, code = "BAD_REQUEST", reason = reason.detail(), peer = %conn.peer, "refused ambiguous request framing");
+        let mut res = Problem::bad_request(reason.detail())
+            .into_response(request_id.to_str().unwrap_or_default());
+        res.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    let snapshot = gateway.snapshot();
     let (traceparent, trace_id) = edge::traceparent(req.headers());
     let method = req.method().clone();
     let log_path = snapshot
