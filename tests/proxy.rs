@@ -456,3 +456,25 @@ GET /api/echo/c HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     assert!(out.contains("\"body\":\"abcde\""), "{out}");
     assert_eq!(b.hits(), 3);
 }
+
+#[tokio::test]
+async fn backend_connections_are_pooled_and_reused() {
+    let (b, gw) = setup("").await;
+    let client = client();
+    for i in 0..20 {
+        let got = send(
+            &client,
+            Request::get(gw.url(&format!("/api/echo/{i}")))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+    }
+    assert_eq!(b.hits(), 20);
+    assert_eq!(
+        b.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one kept-alive connection served all 20"
+    );
+}

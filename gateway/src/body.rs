@@ -17,6 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::upstream::PooledBody;
+
 /// Errors inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,7 +26,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub enum ResponseBody {
     /// A backend's body, streamed.
-    Upstream(Incoming),
+    Upstream(PooledBody),
     /// A body made by the gateway.
     Full(Full<Bytes>),
 }
@@ -41,7 +43,7 @@ impl ResponseBody {
     }
 
     /// A backend's streamed body.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: PooledBody) -> Self {
         ResponseBody::Upstream(body)
     }
 }
@@ -127,18 +129,19 @@ pin_project_lite::pin_project! {
         inner: Incoming,
         first: Option<Frame<Bytes>>,
         remaining: u64,
-        overflow: Arc<Overflow>,
+        overflow: Option<Arc<Overflow>>,
     }
 }
 
 impl LimitedBody {
     /// Wraps `inner`, allowing at most `limit` bytes; `overflow` trips when it overflows.
     /// `first` is a frame already read from `inner` (see [`peek`]); it is sent first.
+    /// Without `overflow` (a bodiless request) nothing is counted.
     pub fn new(
         inner: Incoming,
         first: Option<Frame<Bytes>>,
         limit: u64,
-        overflow: Arc<Overflow>,
+        overflow: Option<Arc<Overflow>>,
     ) -> Self {
         Self {
             inner,
@@ -163,7 +166,9 @@ impl Body for LimitedBody {
             None => match this.inner.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(e))) => {
-                    this.overflow.client_error.store(true, Ordering::Release);
+                    if let Some(o) = this.overflow {
+                        o.client_error.store(true, Ordering::Release);
+                    }
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
@@ -173,7 +178,9 @@ impl Body for LimitedBody {
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
             if len > *this.remaining {
-                this.overflow.trip();
+                if let Some(o) = this.overflow {
+                    o.trip();
+                }
                 return Poll::Ready(Some(Err(Box::new(TooLarge))));
             }
             *this.remaining -= len;

@@ -32,6 +32,8 @@ pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub conns: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -39,12 +41,15 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
+        let c = conns.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                c.fetch_add(1, Ordering::SeqCst);
                 let hits = h.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -57,7 +62,7 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, hits }
+        Backend { addr, hits, conns }
     }
 
     pub fn url(&self) -> String {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -96,14 +97,21 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, Problem> {
     let websocket = is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let uri = route
-        .upstream
+    let instance = route.upstream.pick();
+    let uri = instance
         .uri(target)
         .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
     let (mut parts, mut body) = req.into_parts();
-    let first = crate::body::peek(&mut body)
-        .await
-        .map_err(|_| Problem::bad_request("malformed request body"))?;
+    // A body's first frame is read before the backend is called (bounded by the deadline).
+    let first = if body.is_end_stream() {
+        None
+    } else {
+        match tokio::time::timeout_at(ctx.deadline, crate::body::peek(&mut body)).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(_)) => return Err(Problem::bad_request("malformed request body")),
+            Err(_) => return Err(Problem::gateway_timeout()),
+        }
+    };
     let host = parts.headers.remove(HOST).or_else(|| {
         parts
             .uri
@@ -131,25 +139,35 @@ pub async fn forward(
     }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let overflow = Arc::new(Overflow::default());
+    // Bodiless requests (most GETs) need no overflow watch at all.
+    let overflow =
+        (first.is_some() || !body.is_end_stream()).then(|| Arc::new(Overflow::default()));
     let body = LimitedBody::new(body, first, ctx.max_body, overflow.clone());
     let upstream_req = Request::from_parts(parts, body);
 
+    // One timer for the attempt: the backend's timeout or the route deadline, whichever
+    // comes first.
     let budget = ctx.deadline.saturating_duration_since(Instant::now());
-    let result = tokio::select! {
-        result = route.upstream.send(upstream_req, budget) => result,
-        () = overflow.wait() => return Err(Problem::payload_too_large(ctx.max_body)),
+    let send = route.upstream.send(instance, upstream_req, budget);
+    let result = match &overflow {
+        None => send.await,
+        Some(overflow) => tokio::select! {
+            result = send => result,
+            () = overflow.wait() => return Err(Problem::payload_too_large(ctx.max_body)),
+        },
     };
     let mut res = match result {
         Ok(res) => res,
         Err(err) => {
-            if overflow.exceeded() {
-                return Err(Problem::payload_too_large(ctx.max_body));
-            }
-            if overflow.client_error() {
-                return Err(Problem::bad_request(
-                    "the request body broke off or was malformed",
-                ));
+            if let Some(overflow) = &overflow {
+                if overflow.exceeded() {
+                    return Err(Problem::payload_too_large(ctx.max_body));
+                }
+                if overflow.client_error() {
+                    return Err(Problem::bad_request(
+                        "the request body broke off or was malformed",
+                    ));
+                }
             }
             tracing::warn!(backend = route.upstream.name(), error = %err, "backend call failed");
             return Err(match err {

@@ -57,7 +57,7 @@ pub struct ConnInfo {
 struct Outcome {
     route: Option<std::sync::Arc<str>>,
     team: Option<std::sync::Arc<str>>,
-    backend: Option<String>,
+    backend: Option<std::sync::Arc<crate::upstream::Upstream>>,
     code: Option<&'static str>,
 }
 
@@ -115,7 +115,7 @@ pub async fn handle(
             path = %path,
             route = outcome.route.as_deref().unwrap_or("-"),
             team = outcome.team.as_deref().unwrap_or("-"),
-            backend = outcome.backend.as_deref().unwrap_or("-"),
+            backend = outcome.backend.as_ref().map_or("-", |u| u.name()),
             status = res.status().as_u16(),
             code = outcome.code.unwrap_or("-"),
             duration_ms = start.elapsed().as_secs_f64() * 1000.0,
@@ -192,7 +192,7 @@ async fn route(
             Ok(res)
         }
         RouteHandler::Proxy(p) => {
-            outcome.backend = Some(p.upstream.name().to_string());
+            outcome.backend = Some(p.upstream.clone());
             let target = p.target(&path, &params, req.uri().query());
             let ctx = proxy::Context {
                 request_id: request_id.clone(),
@@ -203,10 +203,8 @@ async fn route(
                 max_body: edge.max_body,
                 deadline,
             };
-            match tokio::time::timeout_at(deadline, proxy::forward(p, req, &target, &ctx)).await {
-                Ok(result) => result,
-                Err(_) => Err(Problem::gateway_timeout()),
-            }
+            // `forward` keeps to the deadline itself, with one timer per attempt.
+            proxy::forward(p, req, &target, &ctx).await
         }
     }
 }

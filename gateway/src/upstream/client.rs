@@ -1,14 +1,13 @@
-//! The pooled HTTP client of one backend.
+//! The client of one backend: its instances (each with a connection pool), round-robin
+//! between them, and the per-attempt timeout.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{Request, Response};
 
+use super::pool::{Instance, PooledBody};
 use crate::body::LimitedBody;
 use crate::config;
 
@@ -17,50 +16,42 @@ use crate::config;
 pub enum Error {
     /// The connection could not be made (refused, unreachable, connect timeout).
     #[error("connect failed: {0}")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend did not answer within the attempt timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
     /// The connection broke or the backend sent an invalid response.
     #[error("request failed: {0}")]
-    Failed(#[source] hyper_util::client::legacy::Error),
+    Failed(#[source] hyper::Error),
 }
 
-/// One backend: its instances, its pool and its per-attempt timeout.
+/// One backend: its instances and its per-attempt timeout.
 #[derive(Debug)]
 pub struct Upstream {
     name: String,
-    /// `http://host:port/base` of each instance.
-    bases: Vec<String>,
+    instances: Vec<Arc<Instance>>,
     next: AtomicUsize,
-    client: Client<HttpConnector, LimitedBody>,
     timeout: Duration,
 }
 
 impl Upstream {
     /// Builds the client of a backend.
     pub fn new(backend: &config::Backend) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(backend.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        let bases = backend
+        let instances = backend
             .instances
             .iter()
-            .map(|i| format!("{}://{}{}", i.scheme, i.authority, i.base_path))
+            .map(|i| {
+                Arc::new(Instance::new(
+                    i.authority.clone(),
+                    i.base_path.clone(),
+                    backend.connect_timeout,
+                ))
+            })
             .collect();
         Self {
             name: backend.name.clone(),
-            bases,
+            instances,
             next: AtomicUsize::new(0),
-            client,
             timeout: backend.timeout,
         }
     }
@@ -75,31 +66,25 @@ impl Upstream {
         self.timeout
     }
 
-    /// The URI for `path_and_query` on the next instance (round-robin).
-    pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        let i = if self.bases.len() == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % self.bases.len()
-        };
-        let base = &self.bases[i];
-        let mut s = String::with_capacity(base.len() + path_and_query.len());
-        s.push_str(base);
-        s.push_str(path_and_query);
-        Ok(Uri::try_from(s)?)
+    /// The instance for the next request (round-robin).
+    pub fn pick(&self) -> &Arc<Instance> {
+        if self.instances.len() == 1 {
+            return &self.instances[0];
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.instances.len();
+        &self.instances[i]
     }
 
-    /// Sends one attempt, bounded by `min(timeout, budget)`.
+    /// Sends one attempt to `instance`, bounded by `min(timeout, budget)`.
     pub async fn send(
         &self,
+        instance: &Arc<Instance>,
         req: Request<LimitedBody>,
         budget: Duration,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<Response<PooledBody>, Error> {
         let limit = self.timeout.min(budget);
-        match tokio::time::timeout(limit, self.client.request(req)).await {
-            Ok(Ok(res)) => Ok(res),
-            Ok(Err(e)) if e.is_connect() => Err(Error::Connect(e)),
-            Ok(Err(e)) => Err(Error::Failed(e)),
+        match tokio::time::timeout(limit, instance.send(req)).await {
+            Ok(result) => result,
             Err(_) => Err(Error::Timeout(limit)),
         }
     }
