@@ -1,0 +1,339 @@
+//! Checking the typed files and resolving them into one immutable [`Config`].
+//!
+//! Every rule of the contract's §2 is checked here: units and addresses, the ownership
+//! rules between route files (prefixes, ids, overlapping routes, references), and keys
+//! whose feature this version does not have yet (rejected, never silently ignored).
+//! `gateway.yaml` is resolved here, the route files in `routes.rs`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::error::{Diagnostic, Error};
+use super::load::{Parsed, Sources, parse_file};
+use super::model::*;
+use super::raw::{self, GatewayFile, RoutesFile};
+
+mod routes;
+
+use routes::Known;
+
+/// Loads, checks and resolves a configuration. Every error found is returned at once.
+pub fn load(sources: &Sources, vars: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    let mut errors = Vec::new();
+    let gateway: Parsed<GatewayFile> = parse_file(&sources.gateway, vars, &mut errors);
+    let files: Vec<Parsed<RoutesFile>> = sources
+        .routes
+        .iter()
+        .map(|s| parse_file(s, vars, &mut errors))
+        .collect();
+    let mut r = Resolver { errors, sources };
+    let config = r.resolve(&gateway, &files);
+    if r.errors.is_empty()
+        && let Some(config) = config
+    {
+        return Ok(config);
+    }
+    Err(Error {
+        diagnostics: r.errors,
+    })
+}
+
+/// Loads the environment's variables for `${NAME}`.
+pub fn env_vars(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+struct Resolver<'a> {
+    errors: Vec<Diagnostic>,
+    sources: &'a Sources,
+}
+
+fn not_yet(what: &str) -> String {
+    format!(
+        "`{what}` is not supported yet by this version of Portico; remove it (it would otherwise be ignored)"
+    )
+}
+
+impl Resolver<'_> {
+    fn resolve(
+        &mut self,
+        gw: &Parsed<GatewayFile>,
+        files: &[Parsed<RoutesFile>],
+    ) -> Option<Config> {
+        let default_gw = GatewayFile::default();
+        let raw_gw = gw.value.as_ref().unwrap_or(&default_gw);
+        let server = self.server(gw, &raw_gw.server);
+        let admin = raw_gw.admin.as_ref().and_then(|a| self.admin(gw, a));
+        if raw_gw.cache.is_some() {
+            self.errors.push(gw.diag("cache", not_yet("cache")));
+        }
+        if raw_gw.telemetry.otlp_endpoint.is_some() {
+            self.errors
+                .push(gw.diag("telemetry.otlp_endpoint", not_yet("otlp_endpoint")));
+        }
+        for name in raw_gw.auth.keys() {
+            self.errors
+                .push(gw.diag(format!("auth.{name}"), not_yet("auth")));
+        }
+        let mut backends = Vec::new();
+        let mut backend_ids = HashMap::new();
+        for (name, b) in &raw_gw.backends {
+            if let Some(backend) = self.backend(gw, name, b) {
+                backend_ids.insert(name.clone(), BackendId(backends.len()));
+                backends.push(backend);
+            }
+        }
+        // Backends that were dropped for their own errors must not also be reported as
+        // unknown wherever they are used.
+        let broken: Vec<&str> = gw
+            .dropped
+            .iter()
+            .filter_map(|d| d.strip_prefix("backends."))
+            .collect();
+        let known = Known {
+            gateway: gw,
+            backend_ids: &backend_ids,
+            broken_backends: &broken,
+        };
+        let (teams, routes) = self.routes(files, &known);
+        let server = server?;
+        let gateway_ok = gw.value.is_some();
+        if !gateway_ok {
+            return None;
+        }
+        let raw = RawFiles {
+            gateway: raw_gw.clone(),
+            routes: files
+                .iter()
+                .filter_map(|f| f.value.clone().map(|v| (f.name.clone(), v)))
+                .collect(),
+        };
+        Some(Config {
+            server,
+            admin,
+            backends,
+            telemetry: Telemetry {
+                log_format: raw_gw.telemetry.log_format,
+                access_log: raw_gw.telemetry.access_log,
+            },
+            teams,
+            routes,
+            raw: Arc::new(raw),
+        })
+    }
+
+    fn server(&mut self, gw: &Parsed<GatewayFile>, s: &raw::Server) -> Option<Server> {
+        let listen = self.addr(gw, "server.listen", &s.listen);
+        if s.workers == Some(0) {
+            self.errors
+                .push(gw.diag("server.workers", "must be at least 1"));
+        }
+        if s.max_header_bytes.0 < 1024 {
+            self.errors
+                .push(gw.diag("server.max_header_bytes", "must be at least 1KiB"));
+        }
+        if s.request_timeout.0.is_zero() {
+            self.errors
+                .push(gw.diag("server.request_timeout", "must be more than 0"));
+        }
+        let mut trusted = Vec::new();
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            let parsed = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => trusted.push(net),
+                Err(_) => self.errors.push(gw.diag(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address or CIDR range"),
+                )),
+            }
+        }
+        let tls = s.tls.as_ref().and_then(|t| self.tls(gw, t));
+        Some(Server {
+            listen: listen?,
+            workers: s.workers,
+            tls,
+            max_body: s.max_body.0,
+            max_header_bytes: usize::try_from(s.max_header_bytes.0).unwrap_or(usize::MAX),
+            request_timeout: s.request_timeout.0,
+            shutdown_grace: s.shutdown_grace.0,
+            trusted_proxies: trusted,
+        })
+    }
+
+    fn addr(&mut self, gw: &Parsed<GatewayFile>, key: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.errors.push(gw.diag(
+                    key,
+                    format!("`{text}` is not an address like 127.0.0.1:8080"),
+                ));
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, gw: &Parsed<GatewayFile>, t: &raw::Tls) -> Option<Tls> {
+        let cert_path = self.sources.dir.join(&t.cert);
+        let key_path = self.sources.dir.join(&t.key);
+        let certs: Result<Vec<CertificateDer<'static>>, _> =
+            CertificateDer::pem_file_iter(&cert_path).and_then(|it| it.collect());
+        let certs = match certs {
+            Ok(c) if !c.is_empty() => Some(c),
+            Ok(_) => {
+                self.errors.push(gw.diag(
+                    "server.tls.cert",
+                    format!("{} holds no certificate", t.cert),
+                ));
+                None
+            }
+            Err(e) => {
+                self.errors.push(gw.diag(
+                    "server.tls.cert",
+                    format!("cannot read certificate {}: {e}", t.cert),
+                ));
+                None
+            }
+        };
+        let key = match PrivateKeyDer::from_pem_file(&key_path) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                self.errors.push(gw.diag(
+                    "server.tls.key",
+                    format!("cannot read private key {}: {e}", t.key),
+                ));
+                None
+            }
+        };
+        let (certs, key) = (certs?, key?);
+        let check = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(certs.clone(), key.clone_key())
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = check {
+            self.errors.push(gw.diag(
+                "server.tls",
+                format!("certificate and key do not form a usable pair: {e}"),
+            ));
+            return None;
+        }
+        Some(Tls { certs, key })
+    }
+
+    fn admin(&mut self, gw: &Parsed<GatewayFile>, a: &raw::Admin) -> Option<Admin> {
+        let listen = self.addr(gw, "admin.listen", &a.listen)?;
+        if a.token.as_deref().is_some_and(|t| t.trim().len() < 16) {
+            self.errors
+                .push(gw.diag("admin.token", "must be at least 16 characters"));
+        }
+        Some(Admin {
+            listen,
+            token: a.token.clone(),
+        })
+    }
+
+    fn backend(
+        &mut self,
+        gw: &Parsed<GatewayFile>,
+        name: &str,
+        b: &raw::Backend,
+    ) -> Option<Backend> {
+        let key = format!("backends.{name}");
+        let unsupported = [
+            ("max_concurrency", b.max_concurrency.is_some()),
+            ("breaker", b.breaker.is_some()),
+            ("retry", b.retry.is_some()),
+            ("outlier", b.outlier.is_some()),
+            ("hedge", b.hedge.is_some()),
+            ("health", b.health.is_some()),
+            ("fault", b.fault.is_some()),
+        ];
+        for (what, present) in unsupported {
+            if present {
+                self.errors
+                    .push(gw.diag(format!("{key}.{what}"), not_yet(what)));
+            }
+        }
+        let urls: Vec<(String, &String)> = match (&b.url, &b.urls) {
+            (Some(u), None) => vec![(format!("{key}.url"), u)],
+            (None, Some(us)) if !us.is_empty() => us
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("{key}.urls[{i}]"), u))
+                .collect(),
+            (Some(_), Some(_)) => {
+                self.errors
+                    .push(gw.diag(&key, "give either `url` or `urls`, not both"));
+                return None;
+            }
+            _ => {
+                self.errors
+                    .push(gw.diag(&key, "a backend needs `url` (or `urls`)"));
+                return None;
+            }
+        };
+        let mut instances = Vec::new();
+        for (k, u) in urls {
+            match parse_instance(u) {
+                Ok(i) => instances.push(i),
+                Err(msg) => self.errors.push(gw.diag(k, msg)),
+            }
+        }
+        if b.timeout.0.is_zero() || b.connect_timeout.0.is_zero() {
+            self.errors
+                .push(gw.diag(&key, "timeouts must be more than 0"));
+        }
+        Some(Backend {
+            name: name.to_string(),
+            instances,
+            connect_timeout: b.connect_timeout.0,
+            timeout: b.timeout.0,
+        })
+    }
+}
+
+fn parse_instance(url: &str) -> Result<Instance, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("`{url}` is not a valid URL"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
+    if scheme != http::uri::Scheme::HTTP {
+        return Err(format!("`{url}`: only http:// backends are supported yet"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("`{url}` needs a host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{url}`: credentials in backend URLs are not allowed"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "`{url}`: a backend URL may not have a query string"
+        ));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Instance {
+        scheme,
+        authority,
+        base_path,
+    })
+}
