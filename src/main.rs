@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print the JSON Schema of gateway.yaml and routes/<team>.yaml.
+    /// Print the JSON Schema of `gateway.yaml` and `routes/<team>.yaml`.
     Schema,
 }
 

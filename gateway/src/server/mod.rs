@@ -108,7 +108,8 @@ impl Bound {
         self.tls.is_some()
     }
 
-    /// Serves until `shutdown` resolves, then drains (see [`listener::serve`]).
+    /// Serves until `shutdown` resolves, then drains: stops accepting, answers `/ready`
+    /// with 503 and gives in-flight requests `server.shutdown_grace` to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let grace = self.gateway.snapshot().config.server.shutdown_grace;
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();

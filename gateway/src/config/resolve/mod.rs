@@ -53,6 +53,22 @@ struct Resolver<'a> {
     sources: &'a Sources,
 }
 
+impl Resolver<'_> {
+    /// Reports every present key of `keys` (under `parent`) as not supported yet.
+    fn reject_unsupported<T>(&mut self, file: &Parsed<T>, parent: &str, keys: &[(&str, bool)]) {
+        for (what, present) in keys {
+            if *present {
+                let key = if parent.is_empty() {
+                    what.to_string()
+                } else {
+                    format!("{parent}.{what}")
+                };
+                self.errors.push(file.diag(key, not_yet(what)));
+            }
+        }
+    }
+}
+
 fn not_yet(what: &str) -> String {
     format!(
         "`{what}` is not supported yet by this version of Portico; remove it (it would otherwise be ignored)"
@@ -261,12 +277,7 @@ impl Resolver<'_> {
             ("health", b.health.is_some()),
             ("fault", b.fault.is_some()),
         ];
-        for (what, present) in unsupported {
-            if present {
-                self.errors
-                    .push(gw.diag(format!("{key}.{what}"), not_yet(what)));
-            }
-        }
+        self.reject_unsupported(gw, &key, &unsupported);
         let urls: Vec<(String, &String)> = match (&b.url, &b.urls) {
             (Some(u), None) => vec![(format!("{key}.url"), u)],
             (None, Some(us)) if !us.is_empty() => us

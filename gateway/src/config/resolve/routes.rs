@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, StatusCode};
 use super::super::load::Parsed;
 use super::super::model::*;
 use super::super::raw::{self, GatewayFile, RoutesFile};
-use super::{Resolver, not_yet};
+use super::Resolver;
 use crate::routing::{Pattern, Table};
 
 pub(super) struct Known<'a> {
@@ -147,11 +147,7 @@ impl Resolver<'_> {
             ("partner", f.partner.is_some()),
             ("auth", f.auth.as_deref().is_some_and(|a| a != "none")),
         ];
-        for (what, present) in unsupported {
-            if present {
-                self.errors.push(file.diag(what, not_yet(what)));
-            }
-        }
+        self.reject_unsupported(file, "", &unsupported);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -181,12 +177,7 @@ impl Resolver<'_> {
             ("handler", r.handler.is_some()),
             ("auth", r.auth.as_deref().is_some_and(|a| a != "none")),
         ];
-        for (what, present) in unsupported {
-            if present {
-                self.errors
-                    .push(file.diag(format!("{key}.{what}"), not_yet(what)));
-            }
-        }
+        self.reject_unsupported(file, key, &unsupported);
         let own = Pattern::parse(&r.path)
             .map_err(|m| self.errors.push(file.diag(format!("{key}.path"), m)))
             .ok();
