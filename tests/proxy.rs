@@ -478,3 +478,33 @@ async fn backend_connections_are_pooled_and_reused() {
         "one kept-alive connection served all 20"
     );
 }
+
+#[tokio::test]
+async fn backend_resets_are_502_and_cut_bodies_stay_cut() {
+    let (_b, gw) = setup("").await;
+    let got = get(&gw.url("/api/reset")).await;
+    assert_problem(&got, 502, "UPSTREAM_UNAVAILABLE");
+    // The head was already on its way: the client must see a broken body, never a
+    // complete-looking one and never a hang.
+    let res = client()
+        .request(
+            Request::get(gw.url("/api/cut"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::collect(res.into_body()),
+    )
+    .await
+    .expect("no hang");
+    assert!(
+        body.is_err(),
+        "a body cut by the backend must not arrive as complete"
+    );
+    // The gateway is unaffected.
+    assert_eq!(get(&gw.url("/api/echo")).await.status, 200);
+}

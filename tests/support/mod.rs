@@ -28,7 +28,8 @@ pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 /// A backend on 127.0.0.1:0 whose behaviour is chosen by path:
 /// `/echo…` (what it received, as JSON), `/status/N`, `/delay/MS`, `/bytes/N` (streamed),
 /// `/sink` (counts a streamed upload), `/sse` (3 events 100 ms apart), `/ws` (upgrade +
-/// echo), `/hop` (answers with hop-by-hop headers), `/close` (drops the connection).
+/// echo), `/hop` (answers with hop-by-hop headers), `/reset` (drops the connection
+/// without answering), `/cut` (sends half a body, then drops the connection).
 pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
@@ -113,7 +114,9 @@ impl Body for Channel {
     }
 }
 
-async fn handle(mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Box<dyn std::error::Error + Send + Sync>> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let res = match segs.as_slice() {
@@ -129,6 +132,20 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<BoxBody>, Infalli
         ["delay", ms, ..] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             Response::new(full("{\"slow\":true}"))
+        }
+        // An error from the service makes hyper drop the connection unanswered.
+        ["reset"] => return Err("reset by test backend".into()),
+        ["cut"] => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"{\"partial\": ")).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Dropping the sender ends the body short of its declared length.
+            });
+            Response::builder()
+                .header("content-length", "1000")
+                .body(Channel(rx).boxed())
+                .unwrap()
         }
         ["bytes", n] => Response::new(
             Zeros {
