@@ -33,7 +33,14 @@ pub(crate) const ROUTE_FILES: &[(&str, &str)] = &[
     ("routes/web.yaml", include_str!("../routes/web.yaml")),
 ];
 
-const BACKENDS: [&str; 5] = ["orders", "users", "inventory", "payments", "monolith"];
+const BACKENDS: [&str; 6] = [
+    "orders",
+    "users",
+    "inventory",
+    "payments",
+    "monolith",
+    "checkout-v2",
+];
 
 fn app(name: &str) -> Router {
     match name {
@@ -71,7 +78,20 @@ fn app(name: &str) -> Router {
                 )
             }),
         ),
-        _ => Router::new().fallback(|req: Request| async move {
+        // The new checkout service the monolith's checkout is migrating to.
+        "checkout-v2" => Router::new()
+            .route("/checkout/cart", get(|| async { Json(cart("checkout-v2")) }))
+            .route(
+                "/checkout/shipping",
+                get(|| async { Json(json!({ "served_by": "checkout-v2", "carrier": "parcel-express", "days": 2 })) }),
+            ),
+        _ => Router::new()
+            .route("/checkout/cart", get(|| async { Json(cart("monolith")) }))
+            .route(
+                "/checkout/shipping",
+                get(|| async { Json(json!({ "served_by": "monolith", "carrier": "postal", "days": 2 })) }),
+            )
+            .fallback(|req: Request| async move {
             Json(json!({
                 "served_by": "monolith",
                 "method": req.method().as_str(),
@@ -81,6 +101,10 @@ fn app(name: &str) -> Router {
             .into_response()
         }),
     }
+}
+
+fn cart(served_by: &str) -> Value {
+    json!({ "served_by": served_by, "cart_id": "cart-1", "items": [{ "sku": "sku-1", "qty": 2 }, { "sku": "sku-7", "qty": 1 }], "total": 38.5 })
 }
 
 fn order(n: u32) -> Value {
@@ -117,7 +141,10 @@ pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) 
         };
         let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         vars.insert(
-            format!("PORTICO_DEMO_{}", name.to_ascii_uppercase()),
+            format!(
+                "PORTICO_DEMO_{}",
+                name.to_ascii_uppercase().replace('-', "_")
+            ),
             format!("http://{addr}"),
         );
         listeners.push((name, l));

@@ -29,6 +29,8 @@ pub enum ResponseBody {
     Upstream(PooledBody),
     /// A body made by the gateway.
     Full(Full<Bytes>),
+    /// A backend's body, streamed, with a copy kept for a shadow comparison.
+    Teed(PooledBody, Tee),
 }
 
 impl ResponseBody {
@@ -56,9 +58,14 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Both bodies are `Unpin`.
+        // All bodies are `Unpin`.
         match self.get_mut() {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Teed(body, tee) => {
+                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(Into::into);
+                tee.observe(&polled, body.is_end_stream());
+                polled
+            }
             ResponseBody::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
@@ -67,14 +74,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream(body) => body.is_end_stream(),
+            ResponseBody::Upstream(body) | ResponseBody::Teed(body, _) => body.is_end_stream(),
             ResponseBody::Full(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream(body) => body.size_hint(),
+            ResponseBody::Upstream(body) | ResponseBody::Teed(body, _) => body.size_hint(),
             ResponseBody::Full(body) => body.size_hint(),
         }
     }
@@ -130,6 +137,7 @@ pin_project_lite::pin_project! {
         first: Option<Frame<Bytes>>,
         remaining: u64,
         overflow: Option<Arc<Overflow>>,
+        tee: Option<Tee>,
     }
 }
 
@@ -148,7 +156,23 @@ impl LimitedBody {
             first,
             remaining: limit,
             overflow,
+            tee: None,
         }
+    }
+}
+
+impl std::fmt::Debug for LimitedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedBody")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LimitedBody {
+    /// Keeps a copy of the body (up to the tee's cap) for a shadow request.
+    pub fn set_tee(&mut self, tee: Tee) {
+        self.tee = Some(tee);
     }
 }
 
@@ -160,10 +184,10 @@ impl Body for LimitedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         let frame = match this.first.take() {
             Some(frame) => frame,
-            None => match this.inner.poll_frame(cx) {
+            None => match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(e))) => {
                     if let Some(o) = this.overflow {
@@ -171,7 +195,12 @@ impl Body for LimitedBody {
                     }
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    if let Some(tee) = this.tee {
+                        tee.finish();
+                    }
+                    return Poll::Ready(None);
+                }
                 Poll::Pending => return Poll::Pending,
             },
         };
@@ -184,6 +213,12 @@ impl Body for LimitedBody {
                 return Poll::Ready(Some(Err(Box::new(TooLarge))));
             }
             *this.remaining -= len;
+            if let Some(tee) = this.tee {
+                tee.push(data);
+                if this.first.is_none() && this.inner.is_end_stream() {
+                    tee.finish();
+                }
+            }
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -209,4 +244,114 @@ pub async fn peek(body: &mut Incoming) -> Result<Option<Frame<Bytes>>, hyper::Er
         return Ok(None);
     }
     body.frame().await.transpose()
+}
+
+/// Keeps a copy of a body as it streams past, up to a cap, and hands it over at its end
+/// (`None` when it was larger than the cap). Never waits: a dropped receiver is fine,
+/// and a body that ends early drops the sender, which the receiver sees as an error.
+#[derive(Debug)]
+pub struct Tee {
+    buf: bytes::BytesMut,
+    cap: usize,
+    over: bool,
+    done: Option<tokio::sync::oneshot::Sender<Option<Bytes>>>,
+}
+
+impl Tee {
+    /// A tee keeping at most `cap` bytes, and the receiver of the copy.
+    pub fn new(cap: usize) -> (Tee, tokio::sync::oneshot::Receiver<Option<Bytes>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Tee {
+                buf: bytes::BytesMut::new(),
+                cap,
+                over: false,
+                done: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        if self.over || self.done.is_none() {
+            return;
+        }
+        if self.buf.len() + data.len() > self.cap {
+            self.over = true;
+            self.buf = bytes::BytesMut::new();
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let copy = (!self.over).then(|| std::mem::take(&mut self.buf).freeze());
+            let _ = done.send(copy);
+        }
+    }
+
+    fn observe<E>(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, E>>>, end: bool) {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.push(data);
+                }
+                if end {
+                    self.finish();
+                }
+            }
+            Poll::Ready(None) => self.finish(),
+            // A broken body: drop the sender so the receiver knows.
+            Poll::Ready(Some(Err(_))) => self.done = None,
+            Poll::Pending => {}
+        }
+    }
+}
+
+/// A request body on its way to a backend: the client's (streamed, counted) or bytes
+/// the gateway holds (a shadow copy).
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The client's body.
+    Client(LimitedBody),
+    /// Bytes held by the gateway.
+    Full(Full<Bytes>),
+}
+
+impl UpstreamBody {
+    /// A body of bytes the gateway holds.
+    pub fn full(bytes: Bytes) -> Self {
+        UpstreamBody::Full(Full::new(bytes))
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // `LimitedBody` and `Full` are `Unpin`.
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Full(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Full(b) => b.size_hint(),
+        }
+    }
 }

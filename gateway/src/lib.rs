@@ -19,5 +19,6 @@ pub mod error;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod strangler;
 pub mod telemetry;
 pub mod upstream;

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::config::Handler;
 use crate::server::Gateway;
 
 #[derive(Clone)]
@@ -32,21 +31,26 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/routes", get(routes))
+        .route("/routes/{id}/shadow", get(route_shadow))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
 }
 
 fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+    let request_id = format!("{:032x}", fastrand::u128(..));
     let body = json!({
         "type": format!("urn:portico:problem:{}", code.to_ascii_lowercase().replace('_', "-")),
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "detail": detail,
         "code": code,
-        "request_id": "",
+        "request_id": request_id,
     });
     let mut res = (status, body.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
@@ -103,7 +107,42 @@ async fn ready(State(state): State<AdminState>) -> Response {
 
 async fn routes(State(state): State<AdminState>) -> impl IntoResponse {
     let snapshot = state.gateway.snapshot();
-    axum::Json(routes_json(&snapshot.config))
+    let mut doc = routes_json(&snapshot.config);
+    // Live migration progress: the shadow's match rate per route.
+    if let Some(list) = doc["routes"].as_array_mut() {
+        for route in list {
+            let id = route["id"].as_str().unwrap_or_default().to_string();
+            let entry = snapshot.table.values().iter().find(|e| *e.id == *id);
+            if let (Some(shadow), Some(entry)) = (route.get_mut("shadow"), entry)
+                && let Some(s) = &entry.shadow
+            {
+                shadow["match_rate"] = json!(s.stats.match_rate());
+            }
+        }
+    }
+    axum::Json(doc)
+}
+
+async fn route_shadow(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let snapshot = state.gateway.snapshot();
+    match snapshot.table.values().iter().find(|e| *e.id == *id) {
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "ROUTE_NOT_FOUND",
+            "no route has this id",
+        ),
+        Some(entry) => match &entry.shadow {
+            None => problem(
+                StatusCode::NOT_FOUND,
+                "ROUTE_NOT_FOUND",
+                "this route has no shadow",
+            ),
+            Some(s) => axum::Json(s.stats.json()).into_response(),
+        },
+    }
 }
 
 /// The route table as JSON: id, team, methods, path, handler kind, backends.
@@ -112,15 +151,13 @@ pub fn routes_json(config: &crate::config::Config) -> serde_json::Value {
         .routes
         .iter()
         .map(|r| {
-            let backends: Vec<&str> = match &r.handler {
-                Handler::Proxy(p) => vec![config.backends[p.backend.0].name.as_str()],
-                Handler::Static(_) => vec![],
-            };
+            let backends: Vec<&str> =
+                r.handler.backends().iter().map(|b| config.backends[b.0].name.as_str()).collect();
             let methods: Vec<String> = match &r.methods {
                 Some(ms) => ms.iter().map(ToString::to_string).collect(),
                 None => vec!["*".into()],
             };
-            json!({
+            let mut route = json!({
                 "id": r.id,
                 "team": config.teams[r.team.0].name,
                 "methods": methods,
@@ -128,7 +165,22 @@ pub fn routes_json(config: &crate::config::Config) -> serde_json::Value {
                 "handler": r.handler.kind(),
                 "backends": backends,
                 "origin": r.origin,
-            })
+            });
+            if let crate::config::Handler::Split(s) = &r.handler {
+                route["split"] = s
+                    .targets
+                    .iter()
+                    .map(|t| json!({"backend": config.backends[t.backend.0].name, "weight": t.weight}))
+                    .collect();
+            }
+            if let Some(s) = &r.shadow {
+                route["shadow"] = json!({
+                    "backend": config.backends[s.backend.0].name,
+                    "percent": s.share * 100.0,
+                    "compare": s.compare.is_some(),
+                });
+            }
+            route
         })
         .collect();
     json!({ "routes": list })

@@ -152,6 +152,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// What answers the request.
     pub handler: Handler,
+    /// Copies of requests to a shadow backend.
+    pub shadow: Option<Shadow>,
 }
 
 /// The handler of a route.
@@ -161,16 +163,78 @@ pub enum Handler {
     Proxy(Proxy),
     /// A fixed response.
     Static(Static),
+    /// Weighted, sticky split between backends.
+    Split(Split),
 }
 
 impl Handler {
-    /// `proxy` or `static`, as shown by `portico routes`.
+    /// `proxy`, `static` or `split`, as shown by `portico routes`.
     pub fn kind(&self) -> &'static str {
         match self {
             Handler::Proxy(_) => "proxy",
             Handler::Static(_) => "static",
+            Handler::Split(_) => "split",
         }
     }
+
+    /// The backends this handler sends to.
+    pub fn backends(&self) -> Vec<BackendId> {
+        match self {
+            Handler::Proxy(p) => vec![p.backend],
+            Handler::Static(_) => vec![],
+            Handler::Split(s) => s.targets.iter().map(|t| t.backend).collect(),
+        }
+    }
+}
+
+/// The `split` handler.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Targets with their weights (at least one weight is above 0).
+    pub targets: Vec<SplitTarget>,
+    /// What keeps a client on one target.
+    pub sticky: Option<Sticky>,
+    /// Header naming a target's backend to force it.
+    pub override_header: Option<http::HeaderName>,
+    /// Bytes of prefix to strip from the request path.
+    pub strip_prefix: usize,
+}
+
+/// One target of a split.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitTarget {
+    /// The backend.
+    pub backend: BackendId,
+    /// Its weight.
+    pub weight: u32,
+}
+
+/// The key that keeps a client on one split target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// A cookie, set by the gateway on the first response when the client has none.
+    Cookie(String),
+    /// A request header.
+    Header(http::HeaderName),
+    /// The client's address.
+    Ip,
+}
+
+/// Shadow traffic of a route.
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    /// The backend receiving the copies.
+    pub backend: BackendId,
+    /// Share of requests copied, 0.0–1.0.
+    pub share: f64,
+    /// Methods copied.
+    pub methods: Vec<Method>,
+    /// Compare answers, ignoring these JSON pointers; `None` = no comparison.
+    pub compare: Option<Vec<String>>,
+    /// Most shadow requests in flight.
+    pub max_in_flight: usize,
+    /// Largest request or response body kept for shadowing and comparing.
+    pub max_body: usize,
 }
 
 /// The `proxy` handler.

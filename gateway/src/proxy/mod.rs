@@ -18,9 +18,10 @@ use tokio::time::Instant;
 
 pub use headers::{client_ip, is_trusted, is_websocket_upgrade, set_forwarded, strip_hop_by_hop};
 
-use crate::body::{LimitedBody, Overflow, ResponseBody};
+use crate::body::{LimitedBody, Overflow, ResponseBody, Tee, UpstreamBody};
 use crate::error::Problem;
 use crate::routing::Pattern;
+use crate::strangler::{Exchange, ShadowPlan};
 use crate::upstream::{self, Upstream};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -86,6 +87,8 @@ pub struct Context {
     pub max_body: u64,
     /// When the route's deadline passes.
     pub deadline: Instant,
+    /// A copy of this request goes to a shadow backend.
+    pub shadow: Option<ShadowPlan>,
 }
 
 /// Forwards `req` to the route's backend at `target` (path and query).
@@ -93,7 +96,7 @@ pub async fn forward(
     route: &ProxyRoute,
     mut req: Request<Incoming>,
     target: &str,
-    ctx: &Context,
+    mut ctx: Context,
 ) -> Result<Response<ResponseBody>, Problem> {
     let websocket = is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -142,8 +145,32 @@ pub async fn forward(
     // Bodiless requests (most GETs) need no overflow watch at all.
     let overflow =
         (first.is_some() || !body.is_end_stream()).then(|| Arc::new(Overflow::default()));
-    let body = LimitedBody::new(body, first, ctx.max_body, overflow.clone());
-    let upstream_req = Request::from_parts(parts, body);
+    let mut body = LimitedBody::new(body, first, ctx.max_body, overflow.clone());
+
+    // Shadow: the copy leaves from its own task; tees hand it the request body and the
+    // primary's answer as they stream past, never holding up the client.
+    let mut compare_tx = None;
+    if let Some(plan) = ctx.shadow.take() {
+        let body_rx = overflow.is_some().then(|| {
+            let (tee, rx) = Tee::new(plan.max_body());
+            body.set_tee(tee);
+            rx
+        });
+        let primary = plan.compares().then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            compare_tx = Some((tx, plan.max_body()));
+            rx
+        });
+        plan.spawn(Exchange {
+            method: parts.method.clone(),
+            target: target.to_string(),
+            path: target.split('?').next().unwrap_or_default().to_string(),
+            headers: parts.headers.clone(),
+            body: body_rx,
+            primary,
+        });
+    }
+    let upstream_req = Request::from_parts(parts, UpstreamBody::Client(body));
 
     // One timer for the attempt: the backend's timeout or the route deadline, whichever
     // comes first.
@@ -198,6 +225,13 @@ pub async fn forward(
                 Err(e) => tracing::debug!(error = %e, "upgrade failed"),
             }
         });
+    }
+    if let Some((tx, cap)) = compare_tx
+        && !upgraded
+    {
+        let (tee, rx) = Tee::new(cap);
+        let _ = tx.send((res.status(), rx));
+        return Ok(res.map(|body| ResponseBody::Teed(body, tee)));
     }
     Ok(res.map(ResponseBody::upstream))
 }

@@ -34,7 +34,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::state::{Gateway, RouteHandler, Snapshot};
+use super::state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
 use super::{edge, framing};
 use crate::body::ResponseBody;
 use crate::error::Problem;
@@ -94,6 +94,7 @@ pub async fn handle(
     let result = route(
         &snapshot,
         conn,
+        client,
         req,
         &request_id,
         traceparent,
@@ -129,9 +130,11 @@ pub async fn handle(
     res
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn route(
     snapshot: &Snapshot,
     conn: ConnInfo,
+    client: std::net::IpAddr,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     traceparent: HeaderValue,
@@ -192,19 +195,44 @@ async fn route(
             Ok(res)
         }
         RouteHandler::Proxy(p) => {
-            outcome.backend = Some(p.upstream.clone());
             let target = p.target(&path, &params, req.uri().query());
-            let ctx = proxy::Context {
-                request_id: request_id.clone(),
-                traceparent,
-                peer: conn.peer.ip(),
-                trusted_peer: is_trusted(conn.peer.ip(), &edge.trusted_proxies),
-                proto: if conn.tls { "https" } else { "http" },
-                max_body: edge.max_body,
-                deadline,
-            };
+            let ctx = proxy_context(entry, conn, &req, request_id, traceparent, edge, deadline);
+            outcome.backend = Some(p.upstream.clone());
             // `forward` keeps to the deadline itself, with one timer per attempt.
-            proxy::forward(p, req, &target, &ctx).await
+            proxy::forward(p, req, &target, ctx).await
         }
+        RouteHandler::Split(split) => {
+            let choice = split.choose(req.headers(), client, conn.tls);
+            let p = &choice.target.route;
+            let target = p.target(&path, &params, req.uri().query());
+            let ctx = proxy_context(entry, conn, &req, request_id, traceparent, edge, deadline);
+            outcome.backend = Some(p.upstream.clone());
+            let mut res = proxy::forward(p, req, &target, ctx).await;
+            if let (Ok(res), Some(cookie)) = (&mut res, choice.set_cookie) {
+                res.headers_mut().append(http::header::SET_COOKIE, cookie);
+            }
+            res
+        }
+    }
+}
+
+fn proxy_context(
+    entry: &RouteEntry,
+    conn: ConnInfo,
+    req: &Request<Incoming>,
+    request_id: &HeaderValue,
+    traceparent: HeaderValue,
+    edge: &Edge,
+    deadline: Instant,
+) -> proxy::Context {
+    proxy::Context {
+        request_id: request_id.clone(),
+        traceparent,
+        peer: conn.peer.ip(),
+        trusted_peer: is_trusted(conn.peer.ip(), &edge.trusted_proxies),
+        proto: if conn.tls { "https" } else { "http" },
+        max_body: edge.max_body,
+        deadline,
+        shadow: entry.shadow.as_ref().and_then(|s| s.plan(req.method())),
     }
 }

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use crate::config::{self, Config, Handler};
 use crate::proxy::ProxyRoute;
 use crate::routing::Table;
+use crate::strangler::{ShadowRoute, SplitRoute, SplitTarget};
 use crate::upstream::Upstream;
 
 /// A route as the request path sees it.
@@ -28,6 +29,8 @@ pub struct RouteEntry {
     pub timeout: Option<Duration>,
     /// The handler.
     pub handler: RouteHandler,
+    /// Shadow traffic, if configured.
+    pub shadow: Option<Arc<ShadowRoute>>,
 }
 
 /// A route's resolved handler.
@@ -37,6 +40,8 @@ pub enum RouteHandler {
     Proxy(ProxyRoute),
     /// Fixed response.
     Static(config::Static),
+    /// Weighted, sticky split.
+    Split(SplitRoute),
 }
 
 /// Edge settings copied out of the config for the hot path.
@@ -100,12 +105,41 @@ impl Snapshot {
                     strip_prefix: p.strip_prefix,
                 }),
                 Handler::Static(s) => RouteHandler::Static(s.clone()),
+                Handler::Split(s) => RouteHandler::Split(SplitRoute {
+                    targets: s
+                        .targets
+                        .iter()
+                        .map(|t| SplitTarget {
+                            name: config.backends[t.backend.0].name.clone(),
+                            route: ProxyRoute {
+                                upstream: by_id[t.backend.0].clone(),
+                                path: None,
+                                strip_prefix: s.strip_prefix,
+                            },
+                            weight: t.weight,
+                        })
+                        .collect(),
+                    sticky: s.sticky.clone(),
+                    override_header: s.override_header.clone(),
+                }),
             };
+            let shadow = r.shadow.as_ref().map(|s| {
+                Arc::new(ShadowRoute {
+                    upstream: by_id[s.backend.0].clone(),
+                    share: s.share,
+                    methods: s.methods.clone(),
+                    compare: s.compare.clone(),
+                    max_body: s.max_body,
+                    slots: Arc::new(tokio::sync::Semaphore::new(s.max_in_flight)),
+                    stats: Arc::default(),
+                })
+            });
             let entry = RouteEntry {
                 id: Arc::from(r.id.as_str()),
                 team: teams[r.team.0].clone(),
                 timeout: r.timeout,
                 handler,
+                shadow,
             };
             (r.pattern.clone(), r.methods.clone(), entry)
         });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::{Request, Response};
 
 use super::pool::{Instance, PooledBody};
-use crate::body::LimitedBody;
+use crate::body::UpstreamBody;
 use crate::config;
 
 /// Why a backend call failed. The source is kept for the log, never shown to clients.
@@ -79,7 +79,7 @@ impl Upstream {
     pub async fn send(
         &self,
         instance: &Arc<Instance>,
-        req: Request<LimitedBody>,
+        req: Request<UpstreamBody>,
         budget: Duration,
     ) -> Result<Response<PooledBody>, Error> {
         let limit = self.timeout.min(budget);

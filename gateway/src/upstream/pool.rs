@@ -22,9 +22,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::Error;
-use crate::body::LimitedBody;
+use crate::body::UpstreamBody;
 
-type Sender = SendRequest<LimitedBody>;
+type Sender = SendRequest<UpstreamBody>;
 
 struct Idle {
     sender: Sender,
@@ -140,7 +140,7 @@ impl Instance {
     /// Sends `req` (origin-form URI) on a pooled connection.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut req: Request<LimitedBody>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Error> {
         req.headers_mut().insert(HOST, self.host.clone());
         let (mut sender, reused) = self.checkout().await?;

@@ -172,8 +172,6 @@ impl Resolver<'_> {
             ("require", r.require.is_some()),
             ("rate_limit", r.rate_limit.is_some()),
             ("aggregate", r.aggregate.is_some()),
-            ("split", r.split.is_some()),
-            ("shadow", r.shadow.is_some()),
             ("handler", r.handler.is_some()),
             ("auth", r.auth.as_deref().is_some_and(|a| a != "none")),
         ];
@@ -241,9 +239,15 @@ impl Resolver<'_> {
             self.proxy(file, key, p, pattern.as_ref(), team, known)
         } else if let Some(s) = &r.static_ {
             self.static_handler(file, key, s)
+        } else if let Some(s) = &r.split {
+            self.split(file, key, s, team, known)
         } else {
             None
         };
+        let shadow = r
+            .shadow
+            .as_ref()
+            .and_then(|s| self.shadow(file, key, s, Some(r), known));
         if self.errors.len() != before {
             return None;
         }
@@ -255,6 +259,7 @@ impl Resolver<'_> {
             methods,
             timeout: r.timeout.map(|t| t.0),
             handler: handler?,
+            shadow,
         })
     }
 
@@ -267,31 +272,7 @@ impl Resolver<'_> {
         team: &Team,
         known: &Known<'_>,
     ) -> Option<Handler> {
-        let backend = match known.backend_ids.get(&p.backend) {
-            Some(id) => Some(*id),
-            None => {
-                if !known.broken_backends.contains(&p.backend.as_str()) {
-                    let mut names: Vec<&str> =
-                        known.backend_ids.keys().map(String::as_str).collect();
-                    names.sort_unstable();
-                    let defined = if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    };
-                    self.errors.push(file.diag(
-                        format!("{key}.proxy.backend"),
-                        format!(
-                            "unknown backend `{}`; {}:{} defines: {defined}",
-                            p.backend,
-                            known.gateway.name,
-                            known.gateway.tree.line_of("backends")
-                        ),
-                    ));
-                }
-                None
-            }
-        };
+        let backend = self.backend_ref(file, &format!("{key}.proxy.backend"), &p.backend, known);
         let path = match &p.path {
             None => None,
             Some(text) => match Pattern::parse(text) {

@@ -10,7 +10,11 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::units::{Duration, Percent, Rate, Size};
+use super::units::{Duration, Percent, Size};
+
+mod routes;
+
+pub use routes::*;
 
 /// `gateway.yaml`: owned by the platform team.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -401,156 +405,4 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Pretty,
-}
-
-/// `routes/<team>.yaml`: owned by one client team.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RoutesFile {
-    /// The owning team; shown in errors, logs and `portico routes`.
-    pub team: String,
-    /// The BFF module applied to these routes.
-    #[serde(default)]
-    pub bff: Option<String>,
-    /// Every route of this file lives under this prefix; two files may not share one.
-    pub prefix: String,
-    /// Default auth provider for this file, or `none`.
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// Default authorization requirements.
-    #[serde(default)]
-    pub require: Option<Require>,
-    /// Default rate limits (all apply).
-    #[serde(default)]
-    pub rate_limit: Option<Vec<RateLimit>>,
-    /// CORS for this file's routes.
-    #[serde(default)]
-    pub cors: Option<Cors>,
-    /// GraphQL endpoint of this file.
-    #[serde(default)]
-    pub graphql: Option<serde_json::Value>,
-    /// Options of the `mobile` BFF module.
-    #[serde(default)]
-    pub mobile: Option<serde_json::Value>,
-    /// Options of the `partner` BFF module.
-    #[serde(default)]
-    pub partner: Option<serde_json::Value>,
-    /// The routes.
-    #[serde(default)]
-    pub routes: Vec<Route>,
-}
-
-/// Authorization requirements.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Require {
-    /// Scopes that must all be present.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Roles of which one must be present.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// Claims that must have these values.
-    #[serde(default)]
-    pub claims: BTreeMap<String, String>,
-}
-
-/// One rate limit.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// `ip`, `subject`, `api_key`, `claim:NAME`, `header:NAME` or `route`.
-    pub key: String,
-    /// The sustained rate.
-    pub rate: Rate,
-    /// Burst size.
-    #[serde(default)]
-    pub burst: Option<u32>,
-}
-
-/// CORS settings.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Cors {
-    /// Allowed origins.
-    pub origins: Vec<String>,
-    /// Allow credentials.
-    #[serde(default)]
-    pub credentials: bool,
-}
-
-/// One route.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    /// Unique across all files.
-    pub id: String,
-    /// Below the file's prefix; `{name}` is one segment, `{*name}` the rest.
-    pub path: String,
-    /// Allowed methods; default: every method.
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    /// Deadline for this route (response head) → 504 GATEWAY_TIMEOUT.
-    #[serde(default)]
-    pub timeout: Option<Duration>,
-    /// Response caching.
-    #[serde(default)]
-    pub cache: Option<serde_json::Value>,
-    /// Auth provider for this route, or `none`.
-    #[serde(default)]
-    pub auth: Option<String>,
-    /// Authorization requirements for this route.
-    #[serde(default)]
-    pub require: Option<Require>,
-    /// Rate limits for this route.
-    #[serde(default)]
-    pub rate_limit: Option<Vec<RateLimit>>,
-    /// Handler: reverse proxy to a backend.
-    #[serde(default)]
-    pub proxy: Option<Proxy>,
-    /// Handler: scatter-gather over several backends.
-    #[serde(default)]
-    pub aggregate: Option<serde_json::Value>,
-    /// Handler: weighted split between backends.
-    #[serde(default)]
-    pub split: Option<serde_json::Value>,
-    /// Copy of the traffic to a shadow backend.
-    #[serde(default)]
-    pub shadow: Option<serde_json::Value>,
-    /// Handler: a fixed response.
-    #[serde(default, rename = "static")]
-    pub static_: Option<Static>,
-    /// Handler: a Rust handler exported by a BFF module (`module.fn`).
-    #[serde(default)]
-    pub handler: Option<String>,
-}
-
-/// The `proxy` handler.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Proxy {
-    /// The backend's name.
-    pub backend: String,
-    /// Path at the backend, with the route's `{params}`; omitted = request path minus prefix.
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-/// The `static` handler.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Static {
-    /// Response status.
-    #[serde(default = "default_status")]
-    pub status: u16,
-    /// Response headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Response body: a string is sent as text/plain, anything else as JSON.
-    #[serde(default)]
-    pub body: Option<serde_json::Value>,
-}
-
-fn default_status() -> u16 {
-    200
 }
