@@ -361,3 +361,83 @@ async fn wait_for_async<F: std::future::Future<Output = bool>>(mut f: impl FnMut
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn catch_all_takes_the_root_and_keeps_path_and_query() {
+    let (old, new, sh) = three().await;
+    let gw = gateway_with(
+        &old,
+        &new,
+        &sh,
+        "  - id: moved\n    path: /echo/moved\n    proxy: { backend: checkout-v2 }\n  - id: monolith\n    path: /{*rest}\n    proxy: { backend: monolith }\n",
+    );
+    for (path, uri) in [
+        ("/", "/"),
+        ("/?q=1&q=2", "/?q=1&q=2"),
+        ("/echo/a%20b/c?x=%2F", "/echo/a%20b/c?x=%2F"),
+    ] {
+        let got = get(&gw.url(path)).await;
+        assert_eq!(got.status, 200, "{path}");
+        if path.starts_with("/echo") {
+            assert_eq!(got.json()["uri"], uri);
+        }
+    }
+    assert_eq!(old.hits(), 3);
+    // The more specific route wins.
+    assert_eq!(
+        get(&gw.url("/echo/moved")).await.json()["uri"],
+        "/echo/moved"
+    );
+    assert_eq!(new.hits(), 1);
+}
+
+#[tokio::test]
+async fn sticky_ip_keeps_one_address_on_one_target() {
+    let (old, new, sh) = three().await;
+    let gw = gateway_with(
+        &old,
+        &new,
+        &sh,
+        "  - id: checkout\n    path: /{*rest}\n    split:\n      targets: [{ backend: checkout-v2, weight: 50 }, { backend: monolith, weight: 50 }]\n      sticky: ip\n",
+    );
+    let client = client();
+    for _ in 0..100 {
+        send(
+            &client,
+            Request::get(gw.url("/echo")).body(Full::default()).unwrap(),
+        )
+        .await;
+    }
+    assert!(
+        old.hits() == 100 || new.hits() == 100,
+        "{} / {}",
+        old.hits(),
+        new.hits()
+    );
+}
+
+#[tokio::test]
+async fn shadow_percent_copies_that_share() {
+    let (old, new, sh) = three().await;
+    let gw = gateway_with(
+        &old,
+        &new,
+        &sh,
+        "  - id: half\n    path: /{*rest}\n    proxy: { backend: monolith }\n    shadow: { backend: shadow, percent: 25% }\n",
+    );
+    let client = client();
+    for _ in 0..800 {
+        send(
+            &client,
+            Request::get(gw.url("/echo")).body(Full::default()).unwrap(),
+        )
+        .await;
+    }
+    wait_for_async(|| async {
+        get(&gw.admin_url("/routes/half/shadow")).await.json()["sent"].as_u64()
+            == Some(sh.hits() as u64)
+    })
+    .await;
+    // 25% of 800 = 200, sigma about 12.
+    assert!((150..=250).contains(&sh.hits()), "{} copies", sh.hits());
+}

@@ -238,6 +238,25 @@ fn unquoted_params_in_flow_mappings_get_a_hint() {
 }
 
 #[test]
+fn split_and_shadow_are_checked() {
+    let web = "team: web\nprefix: /web\nroutes:\n  - id: a\n    path: /a\n    split:\n      targets: [{ backend: orders, weight: 0 }, { backend: orders, weight: 0 }]\n      sticky: \"session:x\"\n      override: \"X-Target\"\n    shadow: { backend: nope, methods: [get], compare: { ignore: [updated_at] } }\n  - id: b\n    path: /b\n    static: {}\n    shadow: { backend: users }\n  - id: c\n    path: /c\n    split: { targets: [{ backend: users, weight: 1 }], sticky: \"claim:sub\" }\n";
+    let all = errors(GATEWAY, &[("web.yaml", web)]).join("\n");
+    for expect in [
+        "routes[0].split.targets: the weights add up to 0",
+        "routes[0].split.targets[1].backend: backend `orders` is a target twice",
+        "routes[0].split.sticky: `session:x`: expected cookie:NAME, header:NAME, claim:NAME or ip",
+        "routes[0].split.override: `X-Target`: expected header:NAME",
+        "routes[0].shadow.backend: unknown backend `nope`",
+        "routes[0].shadow.methods[0]: `get` is not a method",
+        "routes[0].shadow.compare.ignore[0]: `updated_at` is not a JSON pointer",
+        "routes[1].shadow: `shadow` goes beside `proxy` or `split`",
+        "routes[2].split.sticky: `claim:` stickiness needs auth, which is not supported yet",
+    ] {
+        assert!(all.contains(expect), "missing {expect:?} in\n{all}");
+    }
+}
+
+#[test]
 fn schema_covers_both_files() {
     let schema = json_schema();
     assert!(schema["gateway.yaml"]["properties"]["backends"].is_object());
