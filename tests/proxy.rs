@@ -508,3 +508,42 @@ async fn backend_resets_are_502_and_cut_bodies_stay_cut() {
     // The gateway is unaffected.
     assert_eq!(get(&gw.url("/api/echo")).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_unanswered_upgrade_does_not_switch_the_guard_off() {
+    let (b, gw) = setup("").await;
+    let out = raw(
+        gw.addr,
+        b"GET /api/echo/up HTTP/1.1\r\nhost: x\r\nupgrade: foo\r\nconnection: upgrade\r\n\r\nPOST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /api/echo/smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.contains("HTTP/1.1 400"),
+        "the smuggling head after it is still refused: {out}"
+    );
+    assert!(!out.contains("smuggled"));
+    assert_eq!(b.hits(), 1);
+    // Leading blank lines do not switch it off either.
+    let out = raw(gw.addr, b"\r\n\r\nPOST /api/echo HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn connections_are_reused_after_requests_with_bodies() {
+    let (b, gw) = setup("").await;
+    let client = client();
+    for i in 0..20 {
+        let got = send(
+            &client,
+            Request::post(gw.url(&format!("/api/echo/{i}")))
+                .body(Full::new(bytes::Bytes::from(format!("body {i}"))))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got.json()["body"], format!("body {i}"));
+    }
+    assert_eq!(b.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

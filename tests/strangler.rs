@@ -441,3 +441,19 @@ async fn shadow_percent_copies_that_share() {
     // 25% of 800 = 200, sigma about 12.
     assert!((150..=250).contains(&sh.hits()), "{} copies", sh.hits());
 }
+
+#[tokio::test]
+async fn empty_answers_are_compared_too() {
+    let (old, new, sh) = three().await;
+    let gw = gateway_with(
+        &old,
+        &new,
+        &sh,
+        "  - id: empty\n    path: /{*rest}\n    proxy: { backend: monolith }\n    shadow: { backend: shadow, compare: true }\n",
+    );
+    assert_eq!(get(&gw.url("/status/204")).await.status, 204);
+    wait_for_async(|| async {
+        get(&gw.admin_url("/routes/empty/shadow")).await.json()["match"] == 1
+    })
+    .await;
+}

@@ -100,6 +100,7 @@ pub struct TooLarge;
 pub struct Overflow {
     exceeded: AtomicBool,
     client_error: AtomicBool,
+    finished: AtomicBool,
     notify: Notify,
 }
 
@@ -107,6 +108,11 @@ impl Overflow {
     /// Whether the limit was exceeded.
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Acquire)
+    }
+
+    /// Whether the whole body has been read (and so sent on).
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
     }
 
     /// Whether the client's body stream broke (bad chunk, reset) on its way through.
@@ -199,6 +205,9 @@ impl Body for LimitedBody {
                     if let Some(tee) = this.tee {
                         tee.finish();
                     }
+                    if let Some(o) = this.overflow {
+                        o.finished.store(true, Ordering::Release);
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending => return Poll::Pending,
@@ -215,9 +224,15 @@ impl Body for LimitedBody {
             *this.remaining -= len;
             if let Some(tee) = this.tee {
                 tee.push(data);
-                if this.first.is_none() && this.inner.is_end_stream() {
-                    tee.finish();
-                }
+            }
+        }
+        // hyper may not poll again once the body says it is complete.
+        if frame.is_trailers() || (this.first.is_none() && this.inner.is_end_stream()) {
+            if let Some(tee) = this.tee {
+                tee.finish();
+            }
+            if let Some(o) = this.overflow {
+                o.finished.store(true, Ordering::Release);
             }
         }
         Poll::Ready(Some(Ok(frame)))
@@ -284,7 +299,8 @@ impl Tee {
         }
     }
 
-    fn finish(&mut self) {
+    /// Hands the copy over now (for a body that is already complete).
+    pub fn finish(&mut self) {
         if let Some(done) = self.done.take() {
             let copy = (!self.over).then(|| std::mem::take(&mut self.buf).freeze());
             let _ = done.send(copy);
@@ -297,7 +313,8 @@ impl Tee {
                 if let Some(data) = frame.data_ref() {
                     self.push(data);
                 }
-                if end {
+                // hyper stops polling after trailers.
+                if end || frame.is_trailers() {
                     self.finish();
                 }
             }
@@ -320,6 +337,14 @@ pub enum UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The client body's progress, if this is a client body with content.
+    pub fn progress(&self) -> Option<Arc<Overflow>> {
+        match self {
+            UpstreamBody::Client(b) => b.overflow.clone(),
+            UpstreamBody::Full(_) => None,
+        }
+    }
+
     /// A body of bytes the gateway holds.
     pub fn full(bytes: Bytes) -> Self {
         UpstreamBody::Full(Full::new(bytes))

@@ -137,8 +137,24 @@ pub fn set_forwarded(
     }
     if !trusted_peer {
         headers.remove(&FORWARDED);
+        // Other spellings of "the client's address" that frameworks believe.
+        for name in SPOOFABLE {
+            headers.remove(name);
+        }
     }
 }
+
+/// Client-address and forwarding headers an untrusted client must not set.
+const SPOOFABLE: [&str; 8] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+];
 
 #[cfg(test)]
 mod tests {
@@ -213,6 +229,17 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "shop");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(!h.contains_key("forwarded"));
+        let mut h = map(&[
+            ("x-real-ip", "6.6.6.6"),
+            ("true-client-ip", "6.6.6.6"),
+            ("x-forwarded-port", "1"),
+        ]);
+        set_forwarded(&mut h, "9.9.9.9".parse().unwrap(), false, "http", None);
+        assert!(
+            !h.contains_key("x-real-ip")
+                && !h.contains_key("true-client-ip")
+                && !h.contains_key("x-forwarded-port")
+        );
         let mut h = map(&[("x-forwarded-for", "1.1.1.1")]);
         set_forwarded(&mut h, "10.0.0.1".parse().unwrap(), true, "https", None);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");

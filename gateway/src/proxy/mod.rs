@@ -229,7 +229,11 @@ pub async fn forward(
     if let Some((tx, cap)) = compare_tx
         && !upgraded
     {
-        let (tee, rx) = Tee::new(cap);
+        let (mut tee, rx) = Tee::new(cap);
+        // hyper never polls a body that is already complete (204, 304, HEAD, empty).
+        if res.body().is_end_stream() {
+            tee.finish();
+        }
         let _ = tx.send((res.status(), rx));
         return Ok(res.map(|body| ResponseBody::Teed(body, tee)));
     }

@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::framing::FramingGuard;
+use super::framing::{FramingGuard, UpgradeSignal};
 use super::pipeline::{self, ConnInfo};
 use super::state::Gateway;
 use crate::config;
@@ -28,6 +28,12 @@ pub(super) fn tls_acceptor(tls: &config::Tls) -> Result<TlsAcceptor, rustls::Err
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// hyper's read-buffer cap: a backstop above `max_header_bytes`, which the pipeline
+/// checks exactly. The framing guard holds heads up to the same size.
+fn max_buf(max_header_bytes: usize) -> usize {
+    (max_header_bytes * 2).max(16 * 1024) + 8 * 1024
+}
+
 fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -35,7 +41,7 @@ fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(Duration::from_secs(30))
         // hyper's own cap is a backstop; the exact limit (with a problem+json 431) is
         // checked in the pipeline.
-        .max_buf_size((max_header_bytes * 2).max(16 * 1024) + 8 * 1024)
+        .max_buf_size(max_buf(max_header_bytes))
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
@@ -74,14 +80,18 @@ pub(super) async fn serve(
         let gateway = gateway.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let max_head = max_buf(max_header_bytes);
         let tls = tls.clone();
         tokio::spawn(async move {
+            let signal = Arc::new(UpgradeSignal::default());
             let info = ConnInfo {
                 peer,
                 tls: tls.is_some(),
+                upgrade: Some(signal.clone()),
             };
             let service = service_fn(move |req| {
                 let gateway = gateway.clone();
+                let info = info.clone();
                 async move {
                     Ok::<_, std::convert::Infallible>(pipeline::handle(&gateway, info, req).await)
                 }
@@ -89,7 +99,7 @@ pub(super) async fn serve(
             match tls {
                 None => {
                     // Plain TCP may be HTTP/1: watch its framing (h2c steps the guard aside).
-                    let io = TokioIo::new(FramingGuard::new(stream));
+                    let io = TokioIo::new(FramingGuard::new(stream, max_head, signal));
                     let conn = builder.serve_connection_with_upgrades(io, service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -108,7 +118,7 @@ pub(super) async fn serve(
                             builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     } else {
-                        let io = TokioIo::new(FramingGuard::new(stream));
+                        let io = TokioIo::new(FramingGuard::new(stream, max_head, signal));
                         let conn = builder.serve_connection_with_upgrades(io, service);
                         watcher.watch(conn.into_owned()).await
                     };

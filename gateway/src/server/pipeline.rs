@@ -44,12 +44,15 @@ use crate::routing::{Lookup, normalize};
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the listener knows about the connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Where to report whether a request that asked for an upgrade got one (HTTP/1
+    /// connections behind the framing guard).
+    pub upgrade: Option<std::sync::Arc<framing::UpgradeSignal>>,
 }
 
 /// What the access log records about one request.
@@ -69,10 +72,30 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let request_id = edge::request_id(req.headers());
+    let asks_upgrade = framing::asks_upgrade(req.method(), req.version(), req.headers());
+    let res = handle_inner(gateway, &conn, req, request_id, start).await;
+    if asks_upgrade && let Some(signal) = &conn.upgrade {
+        let upgraded = res.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        signal.decide(upgraded);
+    }
+    res
+}
+
+async fn handle_inner(
+    gateway: &Gateway,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    request_id: HeaderValue,
+    start: Instant,
+) -> Response<ResponseBody> {
     if let Some(reason) = framing::refused(req.uri().path()) {
-        tracing::info!(target: "portico::access", status = 400, code = "BAD_REQUEST", reason = reason.detail(), peer = %conn.peer, "refused ambiguous request framing");
-        let mut res = Problem::bad_request(reason.detail())
-            .into_response(request_id.to_str().unwrap_or_default());
+        let problem = if reason.too_large() {
+            Problem::new(crate::error::Code::HeadersTooLarge, reason.detail())
+        } else {
+            Problem::bad_request(reason.detail())
+        };
+        tracing::info!(target: "portico::access", code = problem.code().as_str(), reason = reason.detail(), peer = %conn.peer, "refused request head");
+        let mut res = problem.into_response(request_id.to_str().unwrap_or_default());
         res.headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         return res;
@@ -133,7 +156,7 @@ pub async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn route(
     snapshot: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     client: std::net::IpAddr,
     req: Request<Incoming>,
     request_id: &HeaderValue,
@@ -218,7 +241,7 @@ async fn route(
 
 fn proxy_context(
     entry: &RouteEntry,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: &Request<Incoming>,
     request_id: &HeaderValue,
     traceparent: HeaderValue,

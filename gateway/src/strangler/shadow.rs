@@ -144,7 +144,14 @@ impl ShadowPlan {
     pub fn spawn(self, exchange: Exchange) {
         tokio::spawn(async move {
             let ShadowPlan { route, permit } = self;
-            run(&route, exchange).await;
+            // Everything a shadow waits for is bounded, so its slot always comes back.
+            let limit = route.upstream.timeout() + PRIMARY_WAIT;
+            if tokio::time::timeout(limit, run(&route, exchange))
+                .await
+                .is_err()
+            {
+                route.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
             drop(permit);
         });
     }

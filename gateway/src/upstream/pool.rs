@@ -22,9 +22,12 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::Error;
-use crate::body::UpstreamBody;
+use crate::body::{Overflow, UpstreamBody};
 
 type Sender = SendRequest<UpstreamBody>;
+
+/// How long a just-released connection may take to become ready before it is dropped.
+const READY_WAIT: Duration = Duration::from_millis(50);
 
 struct Idle {
     sender: Sender,
@@ -99,7 +102,12 @@ impl Instance {
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            if sender.is_ready() || sender.ready().await.is_ok() {
+            if sender.is_ready() {
+                return Ok((sender, true));
+            }
+            // Just released: its connection task is finishing the last exchange.
+            let ready = tokio::time::timeout(READY_WAIT, sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
                 return Ok((sender, true));
             }
         }
@@ -143,6 +151,7 @@ impl Instance {
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Error> {
         req.headers_mut().insert(HOST, self.host.clone());
+        let request_body = req.body().progress();
         let (mut sender, reused) = self.checkout().await?;
         let res = match sender.try_send_request(req).await {
             Ok(res) => res,
@@ -159,30 +168,58 @@ impl Instance {
                 _ => return Err(Error::Failed(e.into_error())),
             },
         };
-        Ok(self.finish(res, sender))
+        Ok(self.finish(res, sender, request_body))
     }
 
-    fn finish(self: &Arc<Self>, res: Response<Incoming>, sender: Sender) -> Response<PooledBody> {
+    fn finish(
+        self: &Arc<Self>,
+        res: Response<Incoming>,
+        sender: Sender,
+        request_body: Option<Arc<Overflow>>,
+    ) -> Response<PooledBody> {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade.
             return res.map(|body| PooledBody { body, lease: None });
         }
         let (parts, body) = res.into_parts();
+        let lease = Lease {
+            sender,
+            instance: self.clone(),
+            request_body,
+        };
         let lease = if body.is_end_stream() {
-            self.put(sender);
+            lease.release();
             None
         } else {
-            Some((sender, self.clone()))
+            Some(lease)
         };
         Response::from_parts(parts, PooledBody { body, lease })
     }
 }
 
+/// A connection lent to one exchange.
+struct Lease {
+    sender: Sender,
+    instance: Arc<Instance>,
+    /// The request body's progress, when it had one.
+    request_body: Option<Arc<Overflow>>,
+}
+
+impl Lease {
+    /// Back to the pool, unless the request body is still being sent (a backend that
+    /// answered early): that connection is busy, so it is closed instead.
+    fn release(self) {
+        if self.request_body.as_ref().is_none_or(|b| b.finished()) {
+            self.instance.put(self.sender);
+        }
+    }
+}
+
 /// A backend's response body; its connection goes back to the pool once the body has
-/// been read to the end.
+/// been read to the end (its last data frame or its trailers).
 pub struct PooledBody {
     body: Incoming,
-    lease: Option<(Sender, Arc<Instance>)>,
+    lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -193,8 +230,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, instance)) = self.lease.take() {
-            instance.put(sender);
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 }
@@ -211,7 +248,9 @@ impl Body for PooledBody {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || self.body.is_end_stream() => {
+                self.release()
+            }
             Poll::Ready(Some(Err(_))) => self.lease = None,
             _ => {}
         }
