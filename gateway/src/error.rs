@@ -21,6 +21,8 @@ pub enum Code {
     BadRequest,
     /// The body is larger than `server.max_body`.
     PayloadTooLarge,
+    /// A rate limit of the route was exceeded.
+    RateLimited,
     /// The request head is larger than `server.max_header_bytes`.
     HeadersTooLarge,
     /// The backend could not be reached or answered badly.
@@ -39,6 +41,7 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout | Code::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -52,6 +55,7 @@ impl Code {
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::BadRequest => "BAD_REQUEST",
             Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::RateLimited => "RATE_LIMITED",
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
@@ -65,6 +69,7 @@ impl Code {
             Code::MethodNotAllowed => "Method not allowed",
             Code::BadRequest => "Bad request",
             Code::PayloadTooLarge => "Payload too large",
+            Code::RateLimited => "Too many requests",
             Code::HeadersTooLarge => "Request headers too large",
             Code::UpstreamUnavailable => "Upstream unavailable",
             Code::UpstreamTimeout => "Upstream timeout",
@@ -84,6 +89,7 @@ pub struct Problem {
     code: Code,
     detail: String,
     allow: Vec<Method>,
+    retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -93,6 +99,7 @@ impl Problem {
             code,
             detail: detail.into(),
             allow: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -123,6 +130,14 @@ impl Problem {
             Code::PayloadTooLarge,
             format!("the request body exceeds {limit} bytes"),
         )
+    }
+
+    /// 429 RATE_LIMITED; `retry_after` in whole seconds goes into `Retry-After`.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(Code::RateLimited, "too many requests; retry later")
+        }
     }
 
     /// 431 HEADERS_TOO_LARGE.
@@ -196,7 +211,11 @@ impl Problem {
                 h.insert(ALLOW, v);
             }
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        if let Some(secs) = self.retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        } else if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
             h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res

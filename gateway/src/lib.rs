@@ -17,6 +17,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routing;
 pub mod server;
 pub mod strangler;

@@ -154,6 +154,8 @@ pub struct Route {
     pub handler: Handler,
     /// Copies of requests to a shadow backend.
     pub shadow: Option<Shadow>,
+    /// Rate limits; all apply.
+    pub rate_limits: Vec<crate::rate_limit::Limit>,
 }
 
 /// The handler of a route.

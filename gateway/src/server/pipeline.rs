@@ -13,7 +13,8 @@
 //!  │ │ path normalised (.., %2e, //) → per-method table → 404 / 405             │ │
 //!  │ │ ┌─ route pipeline ───────────────────────────────────────────────────┐ │ │
 //!  │ │ │ deadline = min(request_timeout, route timeout) → 504 GATEWAY_TIMEOUT │ │ │
-//!  │ │ │ (auth, rate limits, cache slot in here: issues #4, #8)               │ │ │
+//!  │ │ │ rate limits (all of the route's) → 429 RATE_LIMITED + Retry-After    │ │ │
+//!  │ │ │ (auth and the cache slot in here: issues #4, #8)                     │ │ │
 //!  │ │ │ ┌─ handler ───────────────────────────────────────────────────────┐ │ │ │
 //!  │ │ │ │ static: fixed response                                          │ │ │ │
 //!  │ │ │ │ proxy:  headers rewritten, body streamed with max_body counting │ │ │ │
@@ -39,9 +40,12 @@ use super::{edge, framing};
 use crate::body::ResponseBody;
 use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
+use crate::rate_limit::Decision;
 use crate::routing::{Lookup, normalize};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// What the listener knows about the connection.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ struct Outcome {
     team: Option<std::sync::Arc<str>>,
     backend: Option<std::sync::Arc<crate::upstream::Upstream>>,
     code: Option<&'static str>,
+    /// `RateLimit-Policy` and `RateLimit` for a limited route.
+    rate: Option<(HeaderValue, Option<HeaderValue>)>,
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -149,6 +155,12 @@ async fn handle_inner(
             "request"
         );
     }
+    if let Some((policy, remaining)) = outcome.rate {
+        res.headers_mut().insert(RATELIMIT_POLICY.clone(), policy);
+        if let Some(r) = remaining {
+            res.headers_mut().insert(RATELIMIT.clone(), r);
+        }
+    }
     res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     res
 }
@@ -202,6 +214,21 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
+
+    // Rate limits: all of the route's limits apply.
+    if let Some(limits) = &entry.limits {
+        match limits.check(client, req.headers()) {
+            Decision::Allow(remaining) => outcome.rate = Some((limits.policy().clone(), remaining)),
+            Decision::Deny {
+                retry_after,
+                remaining,
+            } => {
+                outcome.rate = Some((limits.policy().clone(), remaining));
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                return Err(Problem::rate_limited(secs));
+            }
+        }
+    }
 
     // Route pipeline.
     let budget = entry

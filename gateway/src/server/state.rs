@@ -14,6 +14,7 @@ use ipnet::IpNet;
 
 use crate::config::{self, Config, Handler};
 use crate::proxy::ProxyRoute;
+use crate::rate_limit::Limits;
 use crate::routing::Table;
 use crate::strangler::{ShadowRoute, SplitRoute, SplitTarget};
 use crate::upstream::Upstream;
@@ -31,6 +32,8 @@ pub struct RouteEntry {
     pub handler: RouteHandler,
     /// Shadow traffic, if configured.
     pub shadow: Option<Arc<ShadowRoute>>,
+    /// Rate limits, if configured.
+    pub limits: Option<Arc<Limits>>,
 }
 
 /// A route's resolved handler.
@@ -140,6 +143,7 @@ impl Snapshot {
                 timeout: r.timeout,
                 handler,
                 shadow,
+                limits: (!r.rate_limits.is_empty()).then(|| Limits::new(r.rate_limits.clone())),
             };
             (r.pattern.clone(), r.methods.clone(), entry)
         });

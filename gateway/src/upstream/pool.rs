@@ -26,9 +26,6 @@ use crate::body::{Overflow, UpstreamBody};
 
 type Sender = SendRequest<UpstreamBody>;
 
-/// How long a just-released connection may take to become ready before it is dropped.
-const READY_WAIT: Duration = Duration::from_millis(50);
-
 struct Idle {
     sender: Sender,
     since: Instant,
@@ -102,12 +99,9 @@ impl Instance {
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            if sender.is_ready() {
-                return Ok((sender, true));
-            }
-            // Just released: its connection task is finishing the last exchange.
-            let ready = tokio::time::timeout(READY_WAIT, sender.ready()).await;
-            if matches!(ready, Ok(Ok(()))) {
+            // Just released: its connection task is finishing the last exchange (a
+            // connection still sending a request body is never pooled, see `Lease`).
+            if sender.is_ready() || sender.ready().await.is_ok() {
                 return Ok((sender, true));
             }
         }

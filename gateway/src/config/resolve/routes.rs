@@ -11,6 +11,7 @@ use super::super::load::Parsed;
 use super::super::model::*;
 use super::super::raw::{self, GatewayFile, RoutesFile};
 use super::Resolver;
+use crate::rate_limit::{Key as LimitKey, Limit};
 use crate::routing::{Pattern, Table};
 
 pub(super) struct Known<'a> {
@@ -136,11 +137,78 @@ impl Resolver<'_> {
         (teams, routes)
     }
 
+    fn rate_limits(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        key: &str,
+        list: &[raw::RateLimit],
+    ) -> Vec<Limit> {
+        let mut out = Vec::new();
+        for (i, l) in list.iter().enumerate() {
+            let k = format!("{key}[{i}]");
+            let bucket = match l.key.as_str() {
+                "ip" => Some(LimitKey::Ip),
+                "route" => Some(LimitKey::Route),
+                "subject" | "api_key" => {
+                    self.errors.push(file.diag(
+                        format!("{k}.key"),
+                        format!("`{}` needs auth, which is not supported yet", l.key),
+                    ));
+                    None
+                }
+                other => match other.split_once(':') {
+                    Some(("header", name)) => match http::HeaderName::from_bytes(name.as_bytes()) {
+                        Ok(h) => Some(LimitKey::Header(h)),
+                        Err(_) => {
+                            self.errors.push(file.diag(
+                                format!("{k}.key"),
+                                format!("`{name}` is not a header name"),
+                            ));
+                            None
+                        }
+                    },
+                    Some(("claim", _)) => {
+                        self.errors.push(file.diag(
+                            format!("{k}.key"),
+                            "`claim:` keys need auth, which is not supported yet",
+                        ));
+                        None
+                    }
+                    _ => {
+                        self.errors.push(file.diag(
+                            format!("{k}.key"),
+                            format!("`{other}`: expected ip, subject, api_key, claim:NAME, header:NAME or route"),
+                        ));
+                        None
+                    }
+                },
+            };
+            let Ok(count) = u32::try_from(l.rate.count) else {
+                self.errors
+                    .push(file.diag(format!("{k}.rate"), "the count is too large"));
+                continue;
+            };
+            if l.burst == Some(0) {
+                self.errors
+                    .push(file.diag(format!("{k}.burst"), "must be at least 1"));
+                continue;
+            }
+            if let Some(key) = bucket {
+                out.push(Limit {
+                    key,
+                    count,
+                    per: l.rate.per,
+                    burst: l.burst.unwrap_or(count),
+                });
+            }
+        }
+        out
+    }
+
     fn file_level(&mut self, file: &Parsed<RoutesFile>, f: &RoutesFile) {
         let unsupported = [
             ("bff", f.bff.is_some()),
             ("require", f.require.is_some()),
-            ("rate_limit", f.rate_limit.is_some()),
             ("cors", f.cors.is_some()),
             ("graphql", f.graphql.is_some()),
             ("mobile", f.mobile.is_some()),
@@ -148,6 +216,9 @@ impl Resolver<'_> {
             ("auth", f.auth.as_deref().is_some_and(|a| a != "none")),
         ];
         self.reject_unsupported(file, "", &unsupported);
+        if let Some(list) = &f.rate_limit {
+            self.rate_limits(file, "rate_limit", list);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -170,7 +241,6 @@ impl Resolver<'_> {
         let unsupported = [
             ("cache", r.cache.is_some()),
             ("require", r.require.is_some()),
-            ("rate_limit", r.rate_limit.is_some()),
             ("aggregate", r.aggregate.is_some()),
             ("handler", r.handler.is_some()),
             ("auth", r.auth.as_deref().is_some_and(|a| a != "none")),
@@ -248,6 +318,19 @@ impl Resolver<'_> {
             .shadow
             .as_ref()
             .and_then(|s| self.shadow(file, key, s, Some(r), known));
+        // A route's own list replaces the file's.
+        let file_limits = file.value.as_ref().and_then(|f| f.rate_limit.clone());
+        let rate_limits = match (&r.rate_limit, &file_limits) {
+            (Some(list), _) => self.rate_limits(file, &format!("{key}.rate_limit"), list),
+            (None, Some(list)) => {
+                // The file's list was checked (and its errors reported) once, in `file_level`.
+                let reported = self.errors.len();
+                let limits = self.rate_limits(file, "rate_limit", list);
+                self.errors.truncate(reported);
+                limits
+            }
+            (None, None) => Vec::new(),
+        };
         if self.errors.len() != before {
             return None;
         }
@@ -260,6 +343,7 @@ impl Resolver<'_> {
             timeout: r.timeout.map(|t| t.0),
             handler: handler?,
             shadow,
+            rate_limits,
         })
     }
 
