@@ -9,9 +9,6 @@ use ipnet::IpNet;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Is this a WebSocket upgrade request (`Connection: upgrade` + `Upgrade: websocket`)?
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -34,36 +31,39 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
 /// `Proxy-Connection`. With `websocket`, `Upgrade` and `Connection: upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if websocket && name == header::UPGRADE {
-                continue;
-            }
-            headers.remove(&name);
+    // One pass over the names finds what must go; most requests carry none of them,
+    // and then nothing is hashed or removed at all.
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        match name.as_str() {
+            "connection" => connection = true,
+            "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "proxy-authorization"
+            | "proxy-connection" => doomed.push(name.clone()),
+            "upgrade" if !websocket => doomed.push(name.clone()),
+            _ => {}
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHORIZATION,
-        &PROXY_CONNECTION,
-    ] {
+    if connection {
+        for v in headers.get_all(header::CONNECTION) {
+            let named = v
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok());
+            doomed.extend(named.filter(|n| !(websocket && *n == header::UPGRADE)));
+        }
+        doomed.push(header::CONNECTION);
+    }
+    for name in &doomed {
         headers.remove(name);
     }
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -136,9 +136,14 @@ pub fn set_forwarded(
         }
     }
     if !trusted_peer {
-        headers.remove(&FORWARDED);
-        // Other spellings of "the client's address" that frameworks believe.
-        for name in SPOOFABLE {
+        // `Forwarded` and the other spellings of "the client's address" that frameworks
+        // believe; found in one pass, removed only when present.
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str() == "forwarded" || SPOOFABLE.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        for name in &spoofed {
             headers.remove(name);
         }
     }

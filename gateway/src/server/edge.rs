@@ -1,11 +1,14 @@
 //! Edge helpers: request ids, W3C trace context, and request-head size.
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The client's `X-Request-Id` if it is sane (1–128 of `A-Za-z0-9._:-`), else a new one.
 pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get("x-request-id") {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         let sane = !b.is_empty()
             && b.len() <= 128
@@ -40,7 +43,7 @@ fn is_hex(s: &[u8]) -> bool {
 pub(super) fn traceparent(headers: &HeaderMap) -> (HeaderValue, [u8; 32]) {
     let mut trace = [0u8; 32];
     let mut flags = *b"01";
-    let incoming = headers.get("traceparent").map(HeaderValue::as_bytes);
+    let incoming = headers.get(&TRACEPARENT).map(HeaderValue::as_bytes);
     let valid = incoming.filter(|b| {
         b.len() >= 55
             && b[2] == b'-'
