@@ -94,7 +94,8 @@ impl Instance {
         loop {
             let idle = self.lock().pop();
             let Some(Idle { mut sender, since }) = idle else {
-                return Ok((self.connect().await?, false));
+                // Boxed: the connect future is large and rare; the common path stays small.
+                return Ok((Box::pin(self.connect()).await?, false));
             };
             if sender.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
@@ -153,7 +154,7 @@ impl Instance {
                 // Refused before a byte was written (a stale idle connection): safe to
                 // send on a fresh connection, whatever the method.
                 Some(req) if reused => {
-                    sender = self.connect().await?;
+                    sender = Box::pin(self.connect()).await?;
                     sender
                         .try_send_request(req)
                         .await
