@@ -19,6 +19,7 @@ use super::model::*;
 use super::raw::{self, GatewayFile, RoutesFile};
 
 mod routes;
+mod source;
 mod strangler;
 
 use routes::Known;

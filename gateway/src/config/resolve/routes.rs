@@ -11,6 +11,7 @@ use super::super::load::Parsed;
 use super::super::model::*;
 use super::super::raw::{self, GatewayFile, RoutesFile};
 use super::Resolver;
+use super::source::{self, Source};
 use crate::rate_limit::{Key as LimitKey, Limit};
 use crate::routing::{Pattern, Table};
 
@@ -146,43 +147,26 @@ impl Resolver<'_> {
         let mut out = Vec::new();
         for (i, l) in list.iter().enumerate() {
             let k = format!("{key}[{i}]");
-            let bucket = match l.key.as_str() {
-                "ip" => Some(LimitKey::Ip),
-                "route" => Some(LimitKey::Route),
-                "subject" | "api_key" => {
-                    self.errors.push(file.diag(
-                        format!("{k}.key"),
-                        format!("`{}` needs auth, which is not supported yet", l.key),
-                    ));
-                    None
+            let bucket = match source::parse(&l.key) {
+                Ok(Some(Source::Ip)) => Ok(LimitKey::Ip),
+                Ok(Some(Source::Route)) => Ok(LimitKey::Route),
+                Ok(Some(Source::Header(h))) => Ok(LimitKey::Header(h)),
+                Ok(Some(Source::Subject | Source::ApiKey)) => Err(format!(
+                    "`{}` needs auth, which is not supported yet",
+                    l.key
+                )),
+                Ok(Some(Source::Claim(_))) => {
+                    Err("`claim:` keys need auth, which is not supported yet".to_string())
                 }
-                other => match other.split_once(':') {
-                    Some(("header", name)) => match http::HeaderName::from_bytes(name.as_bytes()) {
-                        Ok(h) => Some(LimitKey::Header(h)),
-                        Err(_) => {
-                            self.errors.push(file.diag(
-                                format!("{k}.key"),
-                                format!("`{name}` is not a header name"),
-                            ));
-                            None
-                        }
-                    },
-                    Some(("claim", _)) => {
-                        self.errors.push(file.diag(
-                            format!("{k}.key"),
-                            "`claim:` keys need auth, which is not supported yet",
-                        ));
-                        None
-                    }
-                    _ => {
-                        self.errors.push(file.diag(
-                            format!("{k}.key"),
-                            format!("`{other}`: expected ip, subject, api_key, claim:NAME, header:NAME or route"),
-                        ));
-                        None
-                    }
-                },
+                Ok(_) => Err(format!(
+                    "`{}`: expected ip, subject, api_key, claim:NAME, header:NAME or route",
+                    l.key
+                )),
+                Err(bad_name) => Err(bad_name),
             };
+            let bucket = bucket
+                .map_err(|problem| self.errors.push(file.diag(format!("{k}.key"), problem)))
+                .ok();
             let Ok(count) = u32::try_from(l.rate.count) else {
                 self.errors
                     .push(file.diag(format!("{k}.rate"), "the count is too large"));

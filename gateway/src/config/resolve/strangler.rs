@@ -7,6 +7,7 @@ use super::super::model::{BackendId, Handler, Shadow, Split, SplitTarget, Sticky
 use super::super::raw::{self, Compare, RoutesFile};
 use super::Resolver;
 use super::routes::Known;
+use super::source::{self, Source};
 
 impl Resolver<'_> {
     /// A backend reference: its handle, or an error naming both places.
@@ -82,39 +83,21 @@ impl Resolver<'_> {
                 });
             }
         }
-        let sticky = s
-            .sticky
-            .as_deref()
-            .and_then(|text| match text.split_once(':') {
-                _ if text == "ip" => Some(Sticky::Ip),
-                Some(("cookie", name)) if valid_cookie_name(name) => {
-                    Some(Sticky::Cookie(name.to_string()))
+        let sticky = s.sticky.as_deref().and_then(|text| {
+            let problem = match source::parse(text) {
+                Ok(Some(Source::Ip)) => return Some(Sticky::Ip),
+                Ok(Some(Source::Cookie(name))) => return Some(Sticky::Cookie(name)),
+                Ok(Some(Source::Header(h))) => return Some(Sticky::Header(h)),
+                Ok(Some(Source::Claim(_))) => {
+                    "`claim:` stickiness needs auth, which is not supported yet".to_string()
                 }
-                Some(("header", name)) => match HeaderName::from_bytes(name.as_bytes()) {
-                    Ok(h) => Some(Sticky::Header(h)),
-                    Err(_) => {
-                        self.errors.push(file.diag(
-                            format!("{key}.sticky"),
-                            format!("`{name}` is not a header name"),
-                        ));
-                        None
-                    }
-                },
-                Some(("claim", _)) => {
-                    self.errors.push(file.diag(
-                        format!("{key}.sticky"),
-                        "`claim:` stickiness needs auth, which is not supported yet",
-                    ));
-                    None
-                }
-                _ => {
-                    self.errors.push(file.diag(
-                        format!("{key}.sticky"),
-                        format!("`{text}`: expected cookie:NAME, header:NAME, claim:NAME or ip"),
-                    ));
-                    None
-                }
-            });
+                Ok(_) => format!("`{text}`: expected cookie:NAME, header:NAME, claim:NAME or ip"),
+                Err(bad_name) => bad_name,
+            };
+            self.errors
+                .push(file.diag(format!("{key}.sticky"), problem));
+            None
+        });
         let override_header = s.override_.as_deref().and_then(|text| {
             match text
                 .strip_prefix("header:")
@@ -211,11 +194,4 @@ impl Resolver<'_> {
             max_body: usize::try_from(s.max_body.0).unwrap_or(usize::MAX),
         })
     }
-}
-
-fn valid_cookie_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
