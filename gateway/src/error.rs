@@ -19,6 +19,8 @@ pub enum Code {
     MethodNotAllowed,
     /// The request itself is malformed.
     BadRequest,
+    /// Credentials are missing or wrong.
+    Unauthenticated,
     /// The body is larger than `server.max_body`.
     PayloadTooLarge,
     /// A rate limit of the route was exceeded.
@@ -40,6 +42,7 @@ impl Code {
             Code::RouteNotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BadRequest => StatusCode::BAD_REQUEST,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -54,6 +57,7 @@ impl Code {
             Code::RouteNotFound => "ROUTE_NOT_FOUND",
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::BadRequest => "BAD_REQUEST",
+            Code::Unauthenticated => "UNAUTHENTICATED",
             Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Code::RateLimited => "RATE_LIMITED",
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
@@ -68,6 +72,7 @@ impl Code {
             Code::RouteNotFound => "Route not found",
             Code::MethodNotAllowed => "Method not allowed",
             Code::BadRequest => "Bad request",
+            Code::Unauthenticated => "Unauthenticated",
             Code::PayloadTooLarge => "Payload too large",
             Code::RateLimited => "Too many requests",
             Code::HeadersTooLarge => "Request headers too large",

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::error::{Code, Problem};
 use crate::server::Gateway;
 
 #[derive(Clone)]
@@ -37,24 +38,13 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .with_state(state)
 }
 
-fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
-    let request_id = format!("{:032x}", fastrand::u128(..));
-    let body = json!({
-        "type": format!("urn:portico:problem:{}", code.to_ascii_lowercase().replace('_', "-")),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-        "code": code,
-        "request_id": request_id,
-    });
-    let mut res = (status, body.to_string()).into_response();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert("x-request-id", v);
-    }
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
+/// A problem+json answer, made by the gateway's one error type, with the request id.
+fn problem(problem: Problem, headers: &HeaderMap) -> Response {
+    let request_id = crate::server::request_id(headers);
+    let mut res = problem
+        .into_response(request_id.to_str().unwrap_or_default())
+        .map(axum::body::Body::new);
+    res.headers_mut().insert("x-request-id", request_id);
     res
 }
 
@@ -77,9 +67,8 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
             .unwrap_or("");
         if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
             let mut res = problem(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "a valid admin token is required",
+                Problem::new(Code::Unauthenticated, "a valid admin token is required"),
+                req.headers(),
             );
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -125,20 +114,19 @@ async fn routes(State(state): State<AdminState>) -> impl IntoResponse {
 
 async fn route_shadow(
     State(state): State<AdminState>,
+    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
     let snapshot = state.gateway.snapshot();
     match snapshot.table.values().iter().find(|e| *e.id == *id) {
         None => problem(
-            StatusCode::NOT_FOUND,
-            "ROUTE_NOT_FOUND",
-            "no route has this id",
+            Problem::new(Code::RouteNotFound, "no route has this id"),
+            &headers,
         ),
         Some(entry) => match &entry.shadow {
             None => problem(
-                StatusCode::NOT_FOUND,
-                "ROUTE_NOT_FOUND",
-                "this route has no shadow",
+                Problem::new(Code::RouteNotFound, "this route has no shadow"),
+                &headers,
             ),
             Some(s) => axum::Json(s.stats.json()).into_response(),
         },
@@ -186,10 +174,9 @@ pub fn routes_json(config: &crate::config::Config) -> serde_json::Value {
     json!({ "routes": list })
 }
 
-async fn not_found() -> Response {
+async fn not_found(headers: HeaderMap) -> Response {
     problem(
-        StatusCode::NOT_FOUND,
-        "ROUTE_NOT_FOUND",
-        "no admin endpoint at this path",
+        Problem::new(Code::RouteNotFound, "no admin endpoint at this path"),
+        &headers,
     )
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub(crate) use edge::request_id;
 pub use pipeline::ConnInfo;
 pub use state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
 

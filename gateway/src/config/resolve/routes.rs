@@ -35,9 +35,11 @@ impl Resolver<'_> {
         let mut teams: Vec<Team> = Vec::new();
         let mut team_place: HashMap<String, String> = HashMap::new();
         let mut prefixes: Vec<(String, usize)> = Vec::new(); // (prefix, team index)
+        // Each file's default rate limits, resolved (and their errors reported) once.
+        let mut file_limits: HashMap<&str, Vec<Limit>> = HashMap::new();
         for file in files {
             let Some(f) = &file.value else { continue };
-            self.file_level(file, f);
+            file_limits.insert(&file.name, self.file_level(file, f));
             if f.team.trim().is_empty() {
                 self.errors.push(file.diag("team", "must not be empty"));
             }
@@ -89,6 +91,9 @@ impl Resolver<'_> {
                     &prefixes,
                     &teams,
                     known,
+                    file_limits
+                        .get(file.name.as_str())
+                        .map_or(&[][..], Vec::as_slice),
                 ) {
                     if let Some(other) = ids.get(&route.id) {
                         self.errors.push(file.diag(
@@ -189,7 +194,8 @@ impl Resolver<'_> {
         out
     }
 
-    fn file_level(&mut self, file: &Parsed<RoutesFile>, f: &RoutesFile) {
+    /// Checks the file-wide keys; returns the file's default rate limits.
+    fn file_level(&mut self, file: &Parsed<RoutesFile>, f: &RoutesFile) -> Vec<Limit> {
         let unsupported = [
             ("bff", f.bff.is_some()),
             ("require", f.require.is_some()),
@@ -200,8 +206,9 @@ impl Resolver<'_> {
             ("auth", f.auth.as_deref().is_some_and(|a| a != "none")),
         ];
         self.reject_unsupported(file, "", &unsupported);
-        if let Some(list) = &f.rate_limit {
-            self.rate_limits(file, "rate_limit", list);
+        match &f.rate_limit {
+            Some(list) => self.rate_limits(file, "rate_limit", list),
+            None => Vec::new(),
         }
     }
 
@@ -216,6 +223,7 @@ impl Resolver<'_> {
         prefixes: &[(String, usize)],
         teams: &[Team],
         known: &Known<'_>,
+        file_limits: &[Limit],
     ) -> Option<Route> {
         let before = self.errors.len();
         if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
@@ -303,17 +311,9 @@ impl Resolver<'_> {
             .as_ref()
             .and_then(|s| self.shadow(file, key, s, Some(r), known));
         // A route's own list replaces the file's.
-        let file_limits = file.value.as_ref().and_then(|f| f.rate_limit.clone());
-        let rate_limits = match (&r.rate_limit, &file_limits) {
-            (Some(list), _) => self.rate_limits(file, &format!("{key}.rate_limit"), list),
-            (None, Some(list)) => {
-                // The file's list was checked (and its errors reported) once, in `file_level`.
-                let reported = self.errors.len();
-                let limits = self.rate_limits(file, "rate_limit", list);
-                self.errors.truncate(reported);
-                limits
-            }
-            (None, None) => Vec::new(),
+        let rate_limits = match &r.rate_limit {
+            Some(list) => self.rate_limits(file, &format!("{key}.rate_limit"), list),
+            None => file_limits.to_vec(),
         };
         if self.errors.len() != before {
             return None;
