@@ -33,17 +33,67 @@ pub(crate) const ROUTE_FILES: &[(&str, &str)] = &[
     ("routes/web.yaml", include_str!("../routes/web.yaml")),
 ];
 
-const BACKENDS: [&str; 6] = [
+const BACKENDS: [&str; 7] = [
     "orders",
     "users",
     "inventory",
     "payments",
     "monolith",
     "checkout-v2",
+    "idp",
 ];
 
-fn app(name: &str) -> Router {
+/// The partner API key of the demo; `gateway.yaml` holds only its SHA-256.
+const DEMO_API_KEY: &str = "demo-partner-key-7f3a9c2e51b84d06";
+
+/// The demo's identity provider: a fresh P-256 key each run, its JWKS, and one token.
+struct Idp {
+    jwks: Value,
+    token: String,
+}
+
+impl Idp {
+    fn new() -> Result<Idp, String> {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| "cannot generate the demo signing key".to_string())?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| "cannot load the demo signing key".to_string())?;
+        // An uncompressed point: 0x04 ‖ x ‖ y.
+        let point = pair.public_key().as_ref();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwks = json!({ "keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "demo-1", "alg": "ES256", "use": "sig",
+            "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+        }]});
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let claims = json!({
+            "iss": "https://id.portico.demo/", "aud": "portico-demo", "sub": "user-7",
+            "tenant": "acme", "scope": "orders:read profile:read",
+            "iat": now, "exp": now + 24 * 3600,
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("demo-1".into());
+        let key = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+        let token = jsonwebtoken::encode(&header, &claims, &key)
+            .map_err(|e| format!("cannot sign the demo token: {e}"))?;
+        Ok(Idp { jwks, token })
+    }
+}
+
+fn app(name: &str, jwks: &Value) -> Router {
     match name {
+        "idp" => {
+            let jwks = jwks.clone();
+            Router::new().route(
+                "/.well-known/jwks.json",
+                get(move || async move { Json(jwks) }),
+            )
+        }
         "orders" => Router::new()
             .route(
                 "/orders",
@@ -127,6 +177,13 @@ fn fastrand_u32() -> u32 {
 
 /// Runs the demo until SIGTERM/SIGINT.
 pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> ExitCode {
+    let idp = match Idp::new() {
+        Ok(idp) => idp,
+        Err(e) => {
+            eprintln!("portico demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut listeners = Vec::new();
     let mut vars = HashMap::new();
     for name in BACKENDS {
@@ -175,41 +232,56 @@ pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) 
         for (name, l) in listeners {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
+                    let app = app(name, &idp.jwks);
                     tokio::spawn(async move {
-                        let _ = axum::serve(l, app(name)).await;
+                        let _ = axum::serve(l, app).await;
                     });
                 }
                 Err(e) => eprintln!("portico demo: {name} backend failed: {e}"),
             }
         }
-        println!("{}", instructions(bound.addr, bound.admin_addr));
+        println!("{}", instructions(bound.addr, bound.admin_addr, &idp.token));
     };
     crate::serve(cfg, listen, admin_listen, Some(Box::new(start_backends)))
 }
 
 /// The ready-to-paste commands; every one of them is run by the demo test.
-fn instructions(addr: SocketAddr, admin: Option<SocketAddr>) -> String {
+fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> String {
     let base = format!("http://{addr}");
-    let mut out = String::from("\nPortico demo is up. Try:\n\n");
+    let mut out = format!(
+        "\nPortico demo is up.\n\n\
+         The web routes want a token from the demo's identity provider (ES256, JWKS served\n\
+         by the demo, valid 24 h; without it they answer 401):\n\n  TOKEN={token}\n\n\
+         Partner payments want the API key {DEMO_API_KEY} in X-API-Key.\n\n\
+         Try:\n\n"
+    );
+    let auth = format!("-H 'authorization: Bearer {token}'");
     let cmds = [
         (
-            "web: an order, proxied to the orders service",
-            format!("curl -s {base}/web/orders/42"),
+            "web: an order, proxied to the orders service (as user-7 of tenant acme)",
+            format!("curl -s {auth} {base}/web/orders/42"),
         ),
-        ("web: a customer", format!("curl -s {base}/web/users/7")),
+        (
+            "web: a customer; the token may also come in the `session` cookie",
+            format!("curl -s -b 'session={token}' {base}/web/users/7"),
+        ),
         (
             "web: a static answer from the gateway itself",
             format!("curl -s {base}/web/config"),
         ),
         (
-            "mobile: stock, query string passed through",
+            "mobile: stock, query string passed through (rate limited per client IP)",
             format!("curl -s '{base}/mobile/inventory?sku=sku-42'"),
         ),
         (
-            "partner: create a payment",
+            "partner: create a payment with the partner's API key",
             format!(
-                "curl -s -X POST -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"
+                "curl -s -X POST -H 'x-api-key: {DEMO_API_KEY}' -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"
             ),
+        ),
+        (
+            "partner: a public status page (auth: none)",
+            format!("curl -s {base}/partner/status"),
         ),
         (
             "legacy: anything else goes to the monolith",

@@ -105,11 +105,16 @@ fn main() -> ExitCode {
 }
 
 /// Loads a config directory, printing every error on failure.
+/// Warnings (valid, but probably not meant) go to stderr too.
 fn load(dir: &Path) -> Result<Config, ExitCode> {
-    config::load_dir(dir).map_err(|e| {
+    let cfg = config::load_dir(dir).map_err(|e| {
         eprint!("{e}");
         ExitCode::from(INVALID_CONFIG)
-    })
+    })?;
+    for w in &cfg.warnings {
+        eprintln!("{w}");
+    }
+    Ok(cfg)
 }
 
 fn summary(cfg: &Config) -> String {
@@ -132,6 +137,7 @@ fn route_table(cfg: &Config) -> String {
         "PATH".into(),
         "ID".into(),
         "TEAM".into(),
+        "AUTH".into(),
         "HANDLER".into(),
         "BACKENDS".into(),
     ]];
@@ -155,11 +161,12 @@ fn route_table(cfg: &Config) -> String {
             r["path"].as_str().unwrap_or_default().to_string(),
             r["id"].as_str().unwrap_or_default().to_string(),
             r["team"].as_str().unwrap_or_default().to_string(),
+            r["auth"].as_str().unwrap_or_default().to_string(),
             r["handler"].as_str().unwrap_or_default().to_string(),
             list(&r["backends"]),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

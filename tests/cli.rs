@@ -44,22 +44,37 @@ fn validate_and_routes_on_a_good_config() {
         "backends:\n  b:\n    url: http://127.0.0.1:1\n",
         &[("web.yaml", GOOD_ROUTES)],
     );
-    let (code, stdout, _) = run(&["validate", "--config", dir.path().to_str().unwrap()]);
+    let (code, stdout, stderr) = run(&["validate", "--config", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(
         stdout.contains("valid: 1 route file (web), 1 route, 1 backend"),
         "{stdout}"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // A file that says nothing about auth: valid, with a warning naming the public routes.
+    let silent = GOOD_ROUTES.replace("auth: none\n", "");
+    let quiet_dir = ConfigDir::new(
+        "backends:\n  b:\n    url: http://127.0.0.1:1\n",
+        &[("web.yaml", &silent)],
+    );
+    let (code, _, stderr) = run(&["validate", "--config", quiet_dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("routes/web.yaml:1: auth: warning: no `auth` for this file, so these routes are public: a"),
+        "{stderr}"
     );
     let (code, stdout, _) = run(&["routes", "--config", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["METHODS", "PATH", "ID", "TEAM", "HANDLER", "BACKENDS"]
+        [
+            "METHODS", "PATH", "ID", "TEAM", "AUTH", "HANDLER", "BACKENDS"
+        ]
     );
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["GET", "/web/a/{id}", "a", "web", "proxy", "b"]
+        ["GET", "/web/a/{id}", "a", "web", "none", "proxy", "b"]
     );
 }
 

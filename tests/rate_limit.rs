@@ -149,12 +149,12 @@ async fn a_concurrent_burst_gets_exactly_the_burst() {
 }
 
 #[test]
-fn keys_that_need_auth_are_not_supported_yet() {
+fn keys_that_need_an_identity_need_an_authenticated_route() {
     let dir = ConfigDir::new(
         "backends:\n  b:\n    url: http://127.0.0.1:1\n",
         &[(
             "api.yaml",
-            "team: api\nprefix: /api\nrate_limit: [{ key: subject, rate: 5/s }, { key: \"claim:tenant\", rate: 5/s }, { key: bogus, rate: 5/s }]\nroutes: []\n",
+            "team: api\nprefix: /api\nauth: none\nrate_limit: [{ key: subject, rate: 5/s }, { key: \"claim:tenant\", rate: 5/s }, { key: bogus, rate: 5/s }]\nroutes:\n  - id: open\n    path: /open\n    static: {}\n",
         )],
     );
     let out = std::process::Command::new(bin())
@@ -164,11 +164,13 @@ fn keys_that_need_auth_are_not_supported_yet() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("rate_limit[0].key: `subject` needs auth, which is not supported yet"),
+        err.contains("routes[0]: the file's rate_limit key `subject` needs an authenticated route"),
         "{err}"
     );
     assert!(
-        err.contains("rate_limit[1].key: `claim:` keys need auth"),
+        err.contains(
+            "routes[0]: the file's rate_limit key `claim:tenant` needs an authenticated route"
+        ),
         "{err}"
     );
     assert!(

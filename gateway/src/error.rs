@@ -5,7 +5,7 @@
 //! details (addresses, backend bodies, error chains): those go to the log.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode};
 
 use crate::body::ResponseBody;
@@ -21,6 +21,8 @@ pub enum Code {
     BadRequest,
     /// Credentials are missing or wrong.
     Unauthenticated,
+    /// Authenticated, but not allowed (`require`), or a refused CORS preflight.
+    Forbidden,
     /// The body is larger than `server.max_body`.
     PayloadTooLarge,
     /// A rate limit of the route was exceeded.
@@ -43,6 +45,7 @@ impl Code {
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::BadRequest => StatusCode::BAD_REQUEST,
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -58,6 +61,7 @@ impl Code {
             Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Code::BadRequest => "BAD_REQUEST",
             Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::Forbidden => "FORBIDDEN",
             Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Code::RateLimited => "RATE_LIMITED",
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
@@ -73,6 +77,7 @@ impl Code {
             Code::MethodNotAllowed => "Method not allowed",
             Code::BadRequest => "Bad request",
             Code::Unauthenticated => "Unauthenticated",
+            Code::Forbidden => "Forbidden",
             Code::PayloadTooLarge => "Payload too large",
             Code::RateLimited => "Too many requests",
             Code::HeadersTooLarge => "Request headers too large",
@@ -95,6 +100,7 @@ pub struct Problem {
     detail: String,
     allow: Vec<Method>,
     retry_after: Option<u64>,
+    challenge: Option<&'static str>,
 }
 
 impl Problem {
@@ -105,7 +111,21 @@ impl Problem {
             detail: detail.into(),
             allow: Vec::new(),
             retry_after: None,
+            challenge: None,
         }
+    }
+
+    /// 401 UNAUTHENTICATED with a `WWW-Authenticate` challenge.
+    pub fn unauthenticated(challenge: &'static str, detail: &'static str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(Code::Unauthenticated, detail)
+        }
+    }
+
+    /// 403 FORBIDDEN.
+    pub fn forbidden(detail: &'static str) -> Self {
+        Self::new(Code::Forbidden, detail)
     }
 
     /// 404 ROUTE_NOT_FOUND.
@@ -215,6 +235,9 @@ impl Problem {
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 h.insert(ALLOW, v);
             }
+        }
+        if let Some(challenge) = self.challenge {
+            h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after {
             h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -7,14 +7,17 @@
 //! listener (TCP/TLS, HTTP/1.1 + HTTP/2)
 //!   → edge      request id, trace context, header and body limits, edge deadline, access log
 //!   → router    normalised path → route (per method)
-//!   → route     route deadline
+//!   → route     route deadline · edge rate limits · auth (401) · require (403)
+//!               · identity rate limits · CORS
 //!   → handler   proxy | static
 //!   → backend   per-backend client: timeout → balancer → connection pool
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod proxy;
 pub mod rate_limit;

@@ -153,7 +153,21 @@ pub fn routes_json(config: &crate::config::Config) -> serde_json::Value {
                 "handler": r.handler.kind(),
                 "backends": backends,
                 "origin": r.origin,
+                "auth": match r.auth {
+                    crate::config::RouteAuth::Provider(id) => config.auth[id.0].name.as_str(),
+                    crate::config::RouteAuth::Public => "none",
+                    crate::config::RouteAuth::Unset => "unset",
+                },
+                "rate_limits": r.rate_limits.iter().map(|l| json!({
+                    "key": l.key.to_string(), "count": l.count, "per_seconds": l.per.as_secs_f64(), "burst": l.burst,
+                })).collect::<Vec<_>>(),
             });
+            if let Some(req) = &r.require {
+                route["require"] = json!({
+                    "scopes": req.scopes, "roles": req.roles,
+                    "claims": req.claims.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                });
+            }
             if let crate::config::Handler::Split(s) = &r.handler {
                 route["split"] = s
                     .targets

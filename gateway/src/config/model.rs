@@ -31,6 +31,10 @@ pub struct Config {
     pub teams: Vec<Team>,
     /// Every route of every file, in file order.
     pub routes: Vec<Route>,
+    /// Authentication providers; a [`ProviderId`] indexes this list.
+    pub auth: Vec<AuthProvider>,
+    /// Things that are valid but probably not meant (`portico validate` prints them).
+    pub warnings: Vec<super::error::Diagnostic>,
     /// The raw files as loaded (for `GET /config` and `portico routes`).
     pub raw: Arc<RawFiles>,
 }
@@ -156,6 +160,146 @@ pub struct Route {
     pub shadow: Option<Shadow>,
     /// Rate limits; all apply.
     pub rate_limits: Vec<crate::rate_limit::Limit>,
+    /// Who may call it.
+    pub auth: RouteAuth,
+    /// What the caller must hold (scopes, roles, claims).
+    pub require: Option<Require>,
+    /// CORS of the route's file.
+    pub cors: Option<Arc<Cors>>,
+}
+
+/// Index of an auth provider in [`Config::auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProviderId(pub usize);
+
+/// How a route authenticates its callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteAuth {
+    /// Nothing was said (public, with a validation warning).
+    Unset,
+    /// `auth: none`: public on purpose.
+    Public,
+    /// Callers must authenticate with this provider.
+    Provider(ProviderId),
+}
+
+/// An authentication provider (`auth.NAME` in `gateway.yaml`).
+#[derive(Debug, Clone)]
+pub struct AuthProvider {
+    /// Its name.
+    pub name: String,
+    /// JWT or API keys.
+    pub kind: AuthKind,
+    /// The provider's settings as written, to tell whether a reload changed them.
+    pub fingerprint: String,
+}
+
+/// The two kinds of provider.
+#[derive(Debug, Clone)]
+pub enum AuthKind {
+    /// JSON Web Tokens.
+    Jwt(Jwt),
+    /// API keys.
+    ApiKeys(ApiKeys),
+}
+
+/// A JWT provider, resolved.
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must be present when not empty).
+    pub audience: Vec<String>,
+    /// Allowed algorithms.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Inline keys.
+    pub keys: Vec<JwtKey>,
+    /// JWKS endpoint.
+    pub jwks_url: Option<http::Uri>,
+    /// JWKS refresh interval.
+    pub jwks_refresh: Duration,
+    /// Clock leeway for `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Where tokens are read, in order.
+    pub sources: Vec<TokenSource>,
+    /// `(claim, header)`: claims sent to backends.
+    pub forward_claims: Vec<(String, http::HeaderName)>,
+    /// Pass `Authorization` on to backends.
+    pub forward_token: bool,
+}
+
+/// One verification key.
+#[derive(Debug, Clone)]
+pub struct JwtKey {
+    /// Key id (`kid`).
+    pub kid: Option<String>,
+    /// The only algorithm this key may verify, when its JWK said so.
+    pub alg: Option<jsonwebtoken::Algorithm>,
+    /// The key.
+    pub key: jsonwebtoken::DecodingKey,
+}
+
+/// Where a token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// A cookie.
+    Cookie(String),
+}
+
+/// An API-key provider, resolved.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    /// Header carrying the key.
+    pub header: http::HeaderName,
+    /// Query parameter also accepted.
+    pub query: Option<String>,
+    /// The keys.
+    pub keys: Vec<ApiKey>,
+    /// Header that carries the key's id to backends.
+    pub forward: Option<http::HeaderName>,
+}
+
+/// One API key.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    /// Its identity.
+    pub id: String,
+    /// SHA-256 of the key.
+    pub sha256: [u8; 32],
+    /// Scopes it holds.
+    pub scopes: Vec<String>,
+    /// Roles it holds.
+    pub roles: Vec<String>,
+}
+
+/// Authorization requirements of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Require {
+    /// All of these scopes.
+    pub scopes: Vec<String>,
+    /// One of these roles.
+    pub roles: Vec<String>,
+    /// Each of these claims with this value.
+    pub claims: Vec<(String, String)>,
+}
+
+/// CORS settings of a route file.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Allowed origins; empty = any (`*`).
+    pub origins: Vec<String>,
+    /// Allow credentials.
+    pub credentials: bool,
+    /// Methods for preflights; `None` = the route's methods.
+    pub methods: Option<Vec<Method>>,
+    /// Request headers for preflights; `None` = what the preflight asks for.
+    pub headers: Option<Vec<http::HeaderName>>,
+    /// Response headers exposed to scripts.
+    pub expose: Vec<http::HeaderName>,
+    /// Preflight cache time.
+    pub max_age: Option<Duration>,
 }
 
 /// The handler of a route.

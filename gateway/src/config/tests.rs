@@ -210,7 +210,7 @@ fn features_not_built_yet_are_rejected() {
     for expect in [
         "backends.users.breaker: `breaker` is not supported yet",
         "cache: `cache` is not supported yet",
-        "routes/web.yaml:3: auth: `auth` is not supported yet",
+        "routes/web.yaml:3: auth: unknown auth provider `customers`",
         "routes[0].cache: `cache` is not supported yet",
     ] {
         assert!(all.contains(expect), "missing {expect:?} in\n{all}");

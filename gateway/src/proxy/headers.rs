@@ -67,6 +67,43 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, websocket: bool) {
     }
 }
 
+/// Removes client-sent copies of headers the gateway sets itself: the identity headers
+/// in `protected` (`forward_claims`, `forward`), and any header with an underscore that
+/// some servers would read as a protected or forwarding header (`X_User_Id`,
+/// `X_Forwarded_For`). Most requests have none of them: one pass, nothing removed.
+pub fn strip_protected(headers: &mut HeaderMap, protected: &[HeaderName]) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let text = name.as_str();
+        if protected.contains(name) {
+            doomed.push(name.clone());
+        } else if text.contains('_') {
+            let dashed = text.replace('_', "-");
+            let aliases = protected.iter().any(|p| p.as_str() == dashed)
+                || ALIASABLE.contains(&dashed.as_str())
+                || SPOOFABLE.contains(&dashed.as_str());
+            if aliases {
+                doomed.push(name.clone());
+            }
+        }
+    }
+    for name in &doomed {
+        headers.remove(name);
+    }
+}
+
+/// Headers whose underscore spelling must not pass (besides [`SPOOFABLE`]).
+const ALIASABLE: [&str; 8] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+    "authorization",
+    "traceparent",
+    "content-length",
+];
+
 /// Is `ip` one of the trusted proxies?
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
@@ -190,6 +227,24 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn protected_headers_go_in_every_spelling() {
+        let protected = [HeaderName::from_static("x-user-id")];
+        let mut h = map(&[
+            ("X-User-Id", "mallory"),
+            ("x_user_id", "mallory"),
+            ("X_USER_ID", "mallory"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+            ("x_custom_thing", "kept"),
+            ("x-kept", "1"),
+        ]);
+        strip_protected(&mut h, &protected);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-kept", "x_custom_thing"]);
     }
 
     #[test]

@@ -16,8 +16,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-pub use headers::{client_ip, is_trusted, is_websocket_upgrade, set_forwarded, strip_hop_by_hop};
+pub use headers::{
+    client_ip, is_trusted, is_websocket_upgrade, set_forwarded, strip_hop_by_hop, strip_protected,
+};
 
+use crate::auth::{Identity, Provider};
 use crate::body::{LimitedBody, Overflow, ResponseBody, Tee, UpstreamBody};
 use crate::error::Problem;
 use crate::routing::Pattern;
@@ -89,6 +92,12 @@ pub struct Context {
     pub deadline: Instant,
     /// A copy of this request goes to a shadow backend.
     pub shadow: Option<ShadowPlan>,
+    /// Identity headers no client may set (in any spelling).
+    pub protected: Arc<[HeaderName]>,
+    /// The authenticated caller, whose headers the backend gets.
+    pub identity: Option<Arc<Identity>>,
+    /// The provider that authenticated the request (what it wants scrubbed).
+    pub provider: Option<Arc<Provider>>,
 }
 
 /// Forwards `req` to the route's backend at `target` (path and query).
@@ -122,6 +131,17 @@ pub async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers, websocket);
+    strip_protected(&mut parts.headers, &ctx.protected);
+    if let Some(provider) = &ctx.provider {
+        for name in provider.scrub().0 {
+            parts.headers.remove(name);
+        }
+    }
+    if let Some(identity) = &ctx.identity {
+        for (name, value) in identity.headers() {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+    }
     set_forwarded(
         &mut parts.headers,
         ctx.peer,

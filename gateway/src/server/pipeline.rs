@@ -28,7 +28,9 @@
 //!
 //! Errors anywhere become a [`Problem`] and leave as problem+json with the request id.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{Request, Response};
@@ -37,15 +39,17 @@ use tokio::time::Instant;
 
 use super::state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
 use super::{edge, framing};
+use crate::auth::Identity;
 use crate::body::ResponseBody;
 use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
-use crate::rate_limit::Decision;
+use crate::rate_limit::{Report, Subject};
 use crate::routing::{Lookup, normalize};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// What the listener knows about the connection.
 #[derive(Debug, Clone)]
@@ -68,6 +72,10 @@ struct Outcome {
     code: Option<&'static str>,
     /// `RateLimit-Policy` and `RateLimit` for a limited route.
     rate: Option<(HeaderValue, Option<HeaderValue>)>,
+    /// CORS headers to add for an allowed origin.
+    cors: Option<(std::sync::Arc<crate::config::Cors>, HeaderValue)>,
+    /// The answer was made by the gateway (problem, static, preflight), not a backend.
+    made_here: bool,
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -135,9 +143,26 @@ async fn handle_inner(
         Ok(res) => res,
         Err(problem) => {
             outcome.code = Some(problem.code().as_str());
+            outcome.made_here = true;
             problem.into_response(request_id.to_str().unwrap_or_default())
         }
     };
+    if outcome.made_here {
+        let h = res.headers_mut();
+        h.insert(
+            X_CONTENT_TYPE_OPTIONS.clone(),
+            HeaderValue::from_static("nosniff"),
+        );
+        if conn.tls {
+            h.insert(
+                http::header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            );
+        }
+    }
+    if let Some((cors, origin)) = outcome.cors.take() {
+        crate::cors::decorate(&cors, origin, res.headers_mut());
+    }
     if let Some(path) = log_path {
         tracing::info!(
             target: "portico::access",
@@ -204,9 +229,23 @@ async fn route(
         }
     }
 
-    // Router.
+    // Router. A CORS preflight is routed by the method it asks about.
     let path = normalize(req.uri().path())
         .ok_or_else(|| Problem::bad_request("malformed request path"))?;
+    if let Some(asked) = crate::cors::preflight_method(req.method(), req.headers())
+        && let Lookup::Found { value, .. } = snapshot.table.lookup(&asked, &path)
+        && let Some(cors) = &value.cors
+    {
+        outcome.route = Some(value.id.clone());
+        outcome.team = Some(value.team.clone());
+        outcome.made_here = true;
+        return crate::cors::answer_preflight(
+            cors,
+            value.methods.as_deref(),
+            &asked,
+            req.headers(),
+        );
+    }
     let (entry, params) = match snapshot.table.lookup(req.method(), &path) {
         Lookup::Found { value, params } => (value, params),
         Lookup::MethodNotAllowed { allow } => return Err(Problem::method_not_allowed(allow)),
@@ -214,21 +253,73 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
+    if let Some(cors) = &entry.cors
+        && let Some(origin) = crate::cors::allowed_origin(cors, req.headers())
+    {
+        outcome.cors = Some((cors.clone(), origin));
+    }
 
-    // Rate limits: all of the route's limits apply.
+    // Rate limits keyed by the request (ip, header, route), then auth, then the limits
+    // keyed by the identity. A request must pass all of its route's limits.
+    let mut report = Report::default();
+    let limited = |report: &Report, outcome: &mut Outcome| {
+        if let Some(limits) = &entry.limits {
+            outcome.rate = Some((limits.policy().clone(), limits.remaining(report)));
+        }
+        report
+            .denied()
+            .map(|wait| Problem::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)))
+    };
     if let Some(limits) = &entry.limits {
-        match limits.check(client, req.headers()) {
-            Decision::Allow(remaining) => outcome.rate = Some((limits.policy().clone(), remaining)),
-            Decision::Deny {
-                retry_after,
-                remaining,
-            } => {
-                outcome.rate = Some((limits.policy().clone(), remaining));
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                return Err(Problem::rate_limited(secs));
-            }
+        let who = Subject {
+            client,
+            headers: req.headers(),
+            identity: None,
+        };
+        limits.check(who, &mut report);
+        if let Some(problem) = limited(&report, outcome) {
+            return Err(problem);
         }
     }
+    let identity = match &entry.auth {
+        None => None,
+        Some(provider) => {
+            let id = provider
+                .authenticate(req.headers(), req.uri().query())
+                .await
+                .map_err(|failure| provider.problem(failure))?;
+            if let Some(require) = &entry.require
+                && !id.meets(require)
+            {
+                return Err(Problem::forbidden(
+                    "the credentials do not grant access to this route",
+                ));
+            }
+            if let Some(limits) = &entry.limits
+                && limits.needs_identity()
+            {
+                let who = Subject {
+                    client,
+                    headers: req.headers(),
+                    identity: Some(&id),
+                };
+                limits.check(who, &mut report);
+                if let Some(problem) = limited(&report, outcome) {
+                    return Err(problem);
+                }
+            }
+            Some(id)
+        }
+    };
+    // A key carried in the query string never reaches the backend.
+    let query = match entry.auth.as_deref().and_then(|p| p.scrub().1) {
+        Some(param) => req
+            .uri()
+            .query()
+            .and_then(|q| crate::auth::strip_query_param(q, param).map(Cow::Owned)),
+        None => req.uri().query().map(Cow::Borrowed),
+    };
+    let query = query.as_deref();
 
     // Route pipeline.
     let budget = entry
@@ -239,14 +330,24 @@ async fn route(
     // Handler.
     match &entry.handler {
         RouteHandler::Static(s) => {
+            outcome.made_here = true;
             let mut res = Response::new(ResponseBody::full(s.body.clone()));
             *res.status_mut() = s.status;
             *res.headers_mut() = s.headers.clone();
             Ok(res)
         }
         RouteHandler::Proxy(p) => {
-            let target = p.target(&path, &params, req.uri().query());
-            let ctx = proxy_context(entry, conn, &req, request_id, traceparent, edge, deadline);
+            let target = p.target(&path, &params, query);
+            let ctx = proxy_context(
+                entry,
+                conn,
+                &req,
+                request_id,
+                traceparent,
+                edge,
+                deadline,
+                identity,
+            );
             outcome.backend = Some(p.upstream.clone());
             // `forward` keeps to the deadline itself, with one timer per attempt.
             proxy::forward(p, req, &target, ctx).await
@@ -254,8 +355,17 @@ async fn route(
         RouteHandler::Split(split) => {
             let choice = split.choose(req.headers(), client, conn.tls);
             let p = &choice.target.route;
-            let target = p.target(&path, &params, req.uri().query());
-            let ctx = proxy_context(entry, conn, &req, request_id, traceparent, edge, deadline);
+            let target = p.target(&path, &params, query);
+            let ctx = proxy_context(
+                entry,
+                conn,
+                &req,
+                request_id,
+                traceparent,
+                edge,
+                deadline,
+                identity,
+            );
             outcome.backend = Some(p.upstream.clone());
             let mut res = proxy::forward(p, req, &target, ctx).await;
             if let (Ok(res), Some(cookie)) = (&mut res, choice.set_cookie) {
@@ -266,6 +376,7 @@ async fn route(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn proxy_context(
     entry: &RouteEntry,
     conn: &ConnInfo,
@@ -274,6 +385,7 @@ fn proxy_context(
     traceparent: HeaderValue,
     edge: &Edge,
     deadline: Instant,
+    identity: Option<Arc<Identity>>,
 ) -> proxy::Context {
     proxy::Context {
         request_id: request_id.clone(),
@@ -284,5 +396,8 @@ fn proxy_context(
         max_body: edge.max_body,
         deadline,
         shadow: entry.shadow.as_ref().and_then(|s| s.plan(req.method())),
+        protected: edge.protected.clone(),
+        identity,
+        provider: entry.auth.clone(),
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+use crate::auth::Provider;
 use crate::config::{self, Config, Handler};
 use crate::proxy::ProxyRoute;
 use crate::rate_limit::Limits;
@@ -34,6 +35,14 @@ pub struct RouteEntry {
     pub shadow: Option<Arc<ShadowRoute>>,
     /// Rate limits, if configured.
     pub limits: Option<Arc<Limits>>,
+    /// The provider callers must authenticate with; `None` = public.
+    pub auth: Option<Arc<Provider>>,
+    /// What an authenticated caller must hold.
+    pub require: Option<config::Require>,
+    /// CORS of the route's file.
+    pub cors: Option<Arc<config::Cors>>,
+    /// The route's methods (`None` = all), for CORS preflights.
+    pub methods: Option<Vec<http::Method>>,
 }
 
 /// A route's resolved handler.
@@ -60,6 +69,9 @@ pub struct Edge {
     pub trusted_proxies: Vec<IpNet>,
     /// Access log on/off.
     pub access_log: bool,
+    /// Headers the gateway sets from identities (`forward_claims`, `forward`): never
+    /// taken from a client, in any spelling.
+    pub protected: Arc<[http::HeaderName]>,
 }
 
 /// One immutable, fully resolved generation of the configuration.
@@ -73,6 +85,9 @@ pub struct Snapshot {
     pub edge: Edge,
     /// Backend clients by name (kept across reloads for unchanged backends).
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Running auth providers by name, with the settings they run (kept across reloads
+    /// for unchanged providers: JWKS keys and verified-token caches survive).
+    pub providers: HashMap<String, (String, Arc<Provider>)>,
 }
 
 impl Snapshot {
@@ -94,6 +109,29 @@ impl Snapshot {
             let u = reuse.unwrap_or_else(|| Arc::new(Upstream::new(b)));
             upstreams.insert(b.name.clone(), u.clone());
             by_id.push(u);
+        }
+        let mut providers = HashMap::new();
+        let mut provider_by_id = Vec::new();
+        for p in &config.auth {
+            let reuse = previous
+                .and_then(|prev| prev.providers.get(&p.name))
+                .filter(|(fingerprint, _)| *fingerprint == p.fingerprint)
+                .map(|(_, running)| running.clone());
+            let running = reuse.unwrap_or_else(|| Arc::new(Provider::start(p)));
+            providers.insert(p.name.clone(), (p.fingerprint.clone(), running.clone()));
+            provider_by_id.push(running);
+        }
+        let mut protected: Vec<http::HeaderName> = Vec::new();
+        for p in &config.auth {
+            let names: Vec<&http::HeaderName> = match &p.kind {
+                config::AuthKind::Jwt(j) => j.forward_claims.iter().map(|(_, h)| h).collect(),
+                config::AuthKind::ApiKeys(a) => a.forward.iter().collect(),
+            };
+            for n in names {
+                if !protected.contains(n) {
+                    protected.push(n.clone());
+                }
+            }
         }
         let teams: Vec<Arc<str>> = config
             .teams
@@ -137,13 +175,27 @@ impl Snapshot {
                     stats: Arc::default(),
                 })
             });
+            // A route whose limits did not change keeps their buckets across a reload.
+            let limits = (!r.rate_limits.is_empty()).then(|| {
+                previous
+                    .and_then(|p| p.route_limits(&r.id))
+                    .filter(|old| old.same_as(&r.rate_limits))
+                    .unwrap_or_else(|| Limits::new(r.rate_limits.clone()))
+            });
             let entry = RouteEntry {
                 id: Arc::from(r.id.as_str()),
                 team: teams[r.team.0].clone(),
                 timeout: r.timeout,
                 handler,
                 shadow,
-                limits: (!r.rate_limits.is_empty()).then(|| Limits::new(r.rate_limits.clone())),
+                limits,
+                auth: match r.auth {
+                    config::RouteAuth::Provider(id) => Some(provider_by_id[id.0].clone()),
+                    config::RouteAuth::Public | config::RouteAuth::Unset => None,
+                },
+                require: r.require.clone(),
+                cors: r.cors.clone(),
+                methods: r.methods.clone(),
             };
             (r.pattern.clone(), r.methods.clone(), entry)
         });
@@ -159,13 +211,24 @@ impl Snapshot {
             request_timeout: s.request_timeout,
             trusted_proxies: s.trusted_proxies.clone(),
             access_log: config.telemetry.access_log,
+            protected: protected.into(),
         };
         Snapshot {
             config,
             table,
             edge,
             upstreams,
+            providers,
         }
+    }
+
+    /// The limits (with their state) of the route with this id.
+    pub fn route_limits(&self, id: &str) -> Option<Arc<Limits>> {
+        self.table
+            .values()
+            .iter()
+            .find(|e| &*e.id == id)
+            .and_then(|e| e.limits.clone())
     }
 }
 

@@ -312,9 +312,12 @@ pub struct Jwt {
     /// Where tokens are read: `authorization` or `cookie:NAME`.
     #[serde(default)]
     pub sources: Vec<String>,
-    /// Claims sent to backends as headers.
+    /// Claims sent to backends as headers (`claim: Header-Name`).
     #[serde(default)]
     pub forward_claims: BTreeMap<String, String>,
+    /// Pass the client's `Authorization` header on to backends (default: true).
+    #[serde(default = "yes")]
+    pub forward_token: bool,
 }
 
 /// One inline JWT key.
@@ -357,6 +360,12 @@ pub struct ApiKey {
     pub id: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// Scopes this key holds (for `require.scopes`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Roles this key holds (for `require.roles`).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// The response cache.

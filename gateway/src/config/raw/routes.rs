@@ -76,11 +76,23 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
-    /// Allowed origins.
+    /// Allowed origins (`scheme://host[:port]`), or `["*"]` for any (not with credentials).
     pub origins: Vec<String>,
-    /// Allow credentials.
+    /// Allow credentials (cookies, `Authorization`).
     #[serde(default)]
     pub credentials: bool,
+    /// Methods allowed in preflights; default: the route's methods.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Request headers allowed in preflights; default: whatever the preflight asks for.
+    #[serde(default)]
+    pub headers: Option<Vec<String>>,
+    /// Response headers the browser may read.
+    #[serde(default)]
+    pub expose: Vec<String>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default)]
+    pub max_age: Option<Duration>,
 }
 
 /// One route.

@@ -18,6 +18,8 @@ use super::load::{Parsed, Sources, parse_file};
 use super::model::*;
 use super::raw::{self, GatewayFile, RoutesFile};
 
+mod access;
+mod auth;
 mod routes;
 mod source;
 mod strangler;
@@ -33,11 +35,16 @@ pub fn load(sources: &Sources, vars: &dyn Fn(&str) -> Option<String>) -> Result<
         .iter()
         .map(|s| parse_file(s, vars, &mut errors))
         .collect();
-    let mut r = Resolver { errors, sources };
+    let mut r = Resolver {
+        errors,
+        warnings: Vec::new(),
+        sources,
+    };
     let config = r.resolve(&gateway, &files);
     if r.errors.is_empty()
-        && let Some(config) = config
+        && let Some(mut config) = config
     {
+        config.warnings = r.warnings;
         return Ok(config);
     }
     Err(Error {
@@ -52,6 +59,7 @@ pub fn env_vars(name: &str) -> Option<String> {
 
 struct Resolver<'a> {
     errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
     sources: &'a Sources,
 }
 
@@ -94,10 +102,7 @@ impl Resolver<'_> {
             self.errors
                 .push(gw.diag("telemetry.otlp_endpoint", not_yet("otlp_endpoint")));
         }
-        for name in raw_gw.auth.keys() {
-            self.errors
-                .push(gw.diag(format!("auth.{name}"), not_yet("auth")));
-        }
+        let (providers, provider_ids) = self.providers(gw, raw_gw);
         let mut backends = Vec::new();
         let mut backend_ids = HashMap::new();
         for (name, b) in &raw_gw.backends {
@@ -113,10 +118,21 @@ impl Resolver<'_> {
             .iter()
             .filter_map(|d| d.strip_prefix("backends."))
             .collect();
+        // Likewise providers.
+        let broken_providers: Vec<&str> = raw_gw
+            .auth
+            .keys()
+            .filter(|n| !provider_ids.contains_key(*n))
+            .map(String::as_str)
+            .chain(gw.dropped.iter().filter_map(|d| d.strip_prefix("auth.")))
+            .collect();
         let known = Known {
             gateway: gw,
             backend_ids: &backend_ids,
             broken_backends: &broken,
+            providers: &providers,
+            provider_ids: &provider_ids,
+            broken_providers: &broken_providers,
         };
         let (teams, routes) = self.routes(files, &known);
         let server = server?;
@@ -141,6 +157,8 @@ impl Resolver<'_> {
             },
             teams,
             routes,
+            auth: providers,
+            warnings: Vec::new(),
             raw: Arc::new(raw),
         })
     }

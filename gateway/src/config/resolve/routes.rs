@@ -2,6 +2,7 @@
 //! ownership rules between files.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -11,6 +12,7 @@ use super::super::load::Parsed;
 use super::super::model::*;
 use super::super::raw::{self, GatewayFile, RoutesFile};
 use super::Resolver;
+use super::access::FileDefaults;
 use super::source::{self, Source};
 use crate::rate_limit::{Key as LimitKey, Limit};
 use crate::routing::{Pattern, Table};
@@ -19,6 +21,9 @@ pub(super) struct Known<'a> {
     pub(super) gateway: &'a Parsed<GatewayFile>,
     pub(super) backend_ids: &'a HashMap<String, BackendId>,
     pub(super) broken_backends: &'a [&'a str],
+    pub(super) providers: &'a [AuthProvider],
+    pub(super) provider_ids: &'a HashMap<String, ProviderId>,
+    pub(super) broken_providers: &'a [&'a str],
 }
 
 /// Where a route was declared, for messages naming both places.
@@ -35,11 +40,11 @@ impl Resolver<'_> {
         let mut teams: Vec<Team> = Vec::new();
         let mut team_place: HashMap<String, String> = HashMap::new();
         let mut prefixes: Vec<(String, usize)> = Vec::new(); // (prefix, team index)
-        // Each file's default rate limits, resolved (and their errors reported) once.
-        let mut file_limits: HashMap<&str, Vec<Limit>> = HashMap::new();
+        // Each file's defaults, resolved (and their errors reported) once.
+        let mut defaults: HashMap<&str, FileDefaults> = HashMap::new();
         for file in files {
             let Some(f) = &file.value else { continue };
-            file_limits.insert(&file.name, self.file_level(file, f));
+            defaults.insert(&file.name, self.file_level(file, f, known));
             if f.team.trim().is_empty() {
                 self.errors.push(file.diag("team", "must not be empty"));
             }
@@ -75,6 +80,7 @@ impl Resolver<'_> {
         let mut routes = Vec::new();
         let mut origins: Vec<(String, &Parsed<RoutesFile>, String)> = Vec::new(); // (place, file, key)
         let mut ids: HashMap<String, String> = HashMap::new();
+        let no_defaults = FileDefaults::default();
         for (team_index, team) in teams.iter().enumerate() {
             let Some(file) = files.iter().find(|f| f.name == team.file) else {
                 continue;
@@ -91,9 +97,7 @@ impl Resolver<'_> {
                     &prefixes,
                     &teams,
                     known,
-                    file_limits
-                        .get(file.name.as_str())
-                        .map_or(&[][..], Vec::as_slice),
+                    defaults.get(file.name.as_str()).unwrap_or(&no_defaults),
                 ) {
                     if let Some(other) = ids.get(&route.id) {
                         self.errors.push(file.diag(
@@ -156,13 +160,9 @@ impl Resolver<'_> {
                 Ok(Some(Source::Ip)) => Ok(LimitKey::Ip),
                 Ok(Some(Source::Route)) => Ok(LimitKey::Route),
                 Ok(Some(Source::Header(h))) => Ok(LimitKey::Header(h)),
-                Ok(Some(Source::Subject | Source::ApiKey)) => Err(format!(
-                    "`{}` needs auth, which is not supported yet",
-                    l.key
-                )),
-                Ok(Some(Source::Claim(_))) => {
-                    Err("`claim:` keys need auth, which is not supported yet".to_string())
-                }
+                Ok(Some(Source::Subject)) => Ok(LimitKey::Subject),
+                Ok(Some(Source::ApiKey)) => Ok(LimitKey::ApiKey),
+                Ok(Some(Source::Claim(name))) => Ok(LimitKey::Claim(name)),
                 Ok(_) => Err(format!(
                     "`{}`: expected ip, subject, api_key, claim:NAME, header:NAME or route",
                     l.key
@@ -194,21 +194,50 @@ impl Resolver<'_> {
         out
     }
 
-    /// Checks the file-wide keys; returns the file's default rate limits.
-    fn file_level(&mut self, file: &Parsed<RoutesFile>, f: &RoutesFile) -> Vec<Limit> {
+    /// Checks the file-wide keys; returns the file's defaults for its routes.
+    fn file_level(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        f: &RoutesFile,
+        known: &Known<'_>,
+    ) -> FileDefaults {
         let unsupported = [
             ("bff", f.bff.is_some()),
-            ("require", f.require.is_some()),
-            ("cors", f.cors.is_some()),
             ("graphql", f.graphql.is_some()),
             ("mobile", f.mobile.is_some()),
             ("partner", f.partner.is_some()),
-            ("auth", f.auth.as_deref().is_some_and(|a| a != "none")),
         ];
         self.reject_unsupported(file, "", &unsupported);
-        match &f.rate_limit {
-            Some(list) => self.rate_limits(file, "rate_limit", list),
-            None => Vec::new(),
+        let unset: Vec<&str> = f
+            .routes
+            .iter()
+            .filter(|r| r.auth.is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        if f.auth.is_none() && !unset.is_empty() {
+            self.warnings.push(file.diag(
+                "auth",
+                format!(
+                    "warning: no `auth` for this file, so these routes are public: {}; write `auth: none` to make that explicit, or name a provider",
+                    unset.join(", ")
+                ),
+            ));
+        }
+        FileDefaults {
+            auth: f
+                .auth
+                .as_deref()
+                .and_then(|a| self.auth_ref(file, "auth", a, known)),
+            require: f.require.as_ref().map(|r| self.require(r)),
+            cors: f
+                .cors
+                .as_ref()
+                .and_then(|c| self.cors(file, c))
+                .map(Arc::new),
+            limits: match &f.rate_limit {
+                Some(list) => self.rate_limits(file, "rate_limit", list),
+                None => Vec::new(),
+            },
         }
     }
 
@@ -223,7 +252,7 @@ impl Resolver<'_> {
         prefixes: &[(String, usize)],
         teams: &[Team],
         known: &Known<'_>,
-        file_limits: &[Limit],
+        defaults: &FileDefaults,
     ) -> Option<Route> {
         let before = self.errors.len();
         if r.id.trim().is_empty() || r.id.contains(char::is_whitespace) {
@@ -232,10 +261,8 @@ impl Resolver<'_> {
         }
         let unsupported = [
             ("cache", r.cache.is_some()),
-            ("require", r.require.is_some()),
             ("aggregate", r.aggregate.is_some()),
             ("handler", r.handler.is_some()),
-            ("auth", r.auth.as_deref().is_some_and(|a| a != "none")),
         ];
         self.reject_unsupported(file, key, &unsupported);
         let own = Pattern::parse(&r.path)
@@ -310,11 +337,36 @@ impl Resolver<'_> {
             .shadow
             .as_ref()
             .and_then(|s| self.shadow(file, key, s, Some(r), known));
-        // A route's own list replaces the file's.
-        let rate_limits = match &r.rate_limit {
-            Some(list) => self.rate_limits(file, &format!("{key}.rate_limit"), list),
-            None => file_limits.to_vec(),
+        // A route's own auth, require and limits replace the file's.
+        let auth = match &r.auth {
+            Some(a) => self.auth_ref(file, &format!("{key}.auth"), a, known),
+            None => Some(defaults.auth.unwrap_or(RouteAuth::Unset)),
         };
+        // A public route has nobody to require anything of: the file's `require` is for
+        // its authenticated routes.
+        let require = match (&r.require, auth) {
+            (Some(req), _) => Some(self.require(req)),
+            (None, Some(RouteAuth::Provider(_))) => defaults.require.clone(),
+            (None, _) => None,
+        };
+        let (rate_limits, limits_from_file) = match &r.rate_limit {
+            Some(list) => (
+                self.rate_limits(file, &format!("{key}.rate_limit"), list),
+                false,
+            ),
+            None => (defaults.limits.clone(), true),
+        };
+        if let Some(auth) = auth {
+            self.check_identity_needs(
+                file,
+                key,
+                auth,
+                require.as_ref(),
+                &rate_limits,
+                limits_from_file,
+                known,
+            );
+        }
         if self.errors.len() != before {
             return None;
         }
@@ -328,6 +380,9 @@ impl Resolver<'_> {
             handler: handler?,
             shadow,
             rate_limits,
+            auth: auth?,
+            require,
+            cors: defaults.cors.clone(),
         })
     }
 
