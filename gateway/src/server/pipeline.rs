@@ -12,17 +12,23 @@
 //!  │ ┌─ router ───────────────────────────────────────────────────────────────┐ │
 //!  │ │ path normalised (.., %2e, //) → per-method table → 404 / 405             │ │
 //!  │ │ ┌─ route pipeline ───────────────────────────────────────────────────┐ │ │
+//!  │ │ │ CORS preflight (file with `cors`) → answered here, 204 / 403         │ │ │
 //!  │ │ │ deadline = min(request_timeout, route timeout) → 504 GATEWAY_TIMEOUT │ │ │
-//!  │ │ │ rate limits (all of the route's) → 429 RATE_LIMITED + Retry-After    │ │ │
-//!  │ │ │ (auth and the cache slot in here: issues #4, #8)                     │ │ │
+//!  │ │ │ rate limits keyed by the request (ip, header, route) → 429           │ │ │
+//!  │ │ │ auth: the route's provider → identity, or 401 + WWW-Authenticate     │ │ │
+//!  │ │ │ require (scopes, roles, claims) → 403 FORBIDDEN                      │ │ │
+//!  │ │ │ rate limits keyed by the identity (subject, api_key, claim) → 429    │ │ │
+//!  │ │ │ (the cache slots in here: issue #8)                                  │ │ │
 //!  │ │ │ ┌─ handler ───────────────────────────────────────────────────────┐ │ │ │
 //!  │ │ │ │ static: fixed response                                          │ │ │ │
-//!  │ │ │ │ proxy:  headers rewritten, body streamed with max_body counting │ │ │ │
+//!  │ │ │ │ proxy:  headers rewritten (identity headers: client copies out, │ │ │ │
+//!  │ │ │ │         the identity's in), body streamed, max_body counted     │ │ │ │
 //!  │ │ │ │   └─ backend client: timeout → round-robin → keep-alive pool    │ │ │ │
 //!  │ │ │ └─────────────────────────────────────────────────────────────────┘ │ │ │
 //!  │ │ └─────────────────────────────────────────────────────────────────────┘ │ │
 //!  │ └─────────────────────────────────────────────────────────────────────────┘ │
-//!  │ response: X-Request-Id echoed · access log line                              │
+//!  │ response: X-Request-Id echoed · CORS for an allowed Origin · nosniff (+HSTS │
+//!  │ under TLS) on gateway-made answers · access log line                         │
 //!  └──────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -259,6 +265,12 @@ async fn route(
         outcome.cors = Some((cors.clone(), origin));
     }
 
+    // Route pipeline: the deadline covers auth too (a JWKS refetch may wait).
+    let budget = entry
+        .timeout
+        .map_or(edge.request_timeout, |t| t.min(edge.request_timeout));
+    let deadline = start + budget;
+
     // Rate limits keyed by the request (ip, header, route), then auth, then the limits
     // keyed by the identity. A request must pass all of its route's limits.
     let mut report = Report::default();
@@ -284,10 +296,13 @@ async fn route(
     let identity = match &entry.auth {
         None => None,
         Some(provider) => {
-            let id = provider
-                .authenticate(req.headers(), req.uri().query())
-                .await
-                .map_err(|failure| provider.problem(failure))?;
+            let id = tokio::time::timeout_at(
+                deadline,
+                provider.authenticate(req.headers(), req.uri().query()),
+            )
+            .await
+            .map_err(|_| Problem::gateway_timeout())?
+            .map_err(|failure| provider.problem(failure))?;
             if let Some(require) = &entry.require
                 && !id.meets(require)
             {
@@ -320,12 +335,6 @@ async fn route(
         None => req.uri().query().map(Cow::Borrowed),
     };
     let query = query.as_deref();
-
-    // Route pipeline.
-    let budget = entry
-        .timeout
-        .map_or(edge.request_timeout, |t| t.min(edge.request_timeout));
-    let deadline = start + budget;
 
     // Handler.
     match &entry.handler {

@@ -167,20 +167,28 @@ impl Resolver<'_> {
         } else {
             "rate_limit"
         };
+        // The place to point at: the route's own limit, or the route for inherited ones.
+        let limit_key = |i: usize| {
+            if limits_from_file {
+                key.to_string()
+            } else {
+                format!("{key}.rate_limit[{i}].key")
+            }
+        };
         if provider.is_none() && !matches!(auth, RouteAuth::Provider(_)) {
             if require.is_some() {
                 self.errors.push(file.diag(
-                    key,
+                    format!("{key}.require"),
                     "`require` needs an authenticated route (set `auth` to a provider)",
                 ));
             }
-            for l in limits {
+            for (i, l) in limits.iter().enumerate() {
                 if matches!(
                     l.key,
                     LimitKey::Subject | LimitKey::ApiKey | LimitKey::Claim(_)
                 ) {
                     self.errors.push(file.diag(
-                        key,
+                        limit_key(i),
                         format!(
                             "{whose} key `{}` needs an authenticated route (set `auth` to a provider)",
                             l.key
@@ -192,17 +200,17 @@ impl Resolver<'_> {
         }
         let Some(provider) = provider else { return };
         let is_jwt = matches!(provider.kind, AuthKind::Jwt(_));
-        for l in limits {
+        for (i, l) in limits.iter().enumerate() {
             match &l.key {
                 LimitKey::ApiKey if is_jwt => self.errors.push(file.diag(
-                    key,
+                    limit_key(i),
                     format!(
                         "{whose} key `api_key` needs an api_keys provider; `{}` is a JWT provider",
                         provider.name
                     ),
                 )),
                 LimitKey::Claim(_) if !is_jwt => self.errors.push(file.diag(
-                    key,
+                    limit_key(i),
                     format!(
                         "{whose} key `{}` needs a JWT provider; `{}` uses API keys",
                         l.key, provider.name
@@ -216,7 +224,7 @@ impl Resolver<'_> {
             && !r.claims.is_empty()
         {
             self.errors.push(file.diag(
-                key,
+                format!("{key}.require.claims"),
                 format!(
                     "`require.claims` needs a JWT provider; `{}` uses API keys",
                     provider.name

@@ -223,11 +223,20 @@ impl Resolver<'_> {
                 ),
             ));
         }
+        let auth = f
+            .auth
+            .as_deref()
+            .and_then(|a| self.auth_ref(file, "auth", a, known));
+        // A file-wide `require` is for the file's authenticated routes; a file without a
+        // provider has none.
+        if f.require.is_some() && f.auth.as_deref().is_none_or(|a| a == "none") {
+            self.errors.push(file.diag(
+                "require",
+                "`require` needs an authenticated file (set `auth` to a provider)",
+            ));
+        }
         FileDefaults {
-            auth: f
-                .auth
-                .as_deref()
-                .and_then(|a| self.auth_ref(file, "auth", a, known)),
+            auth,
             require: f.require.as_ref().map(|r| self.require(r)),
             cors: f
                 .cors
