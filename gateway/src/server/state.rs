@@ -270,3 +270,74 @@ impl Gateway {
         self.draining.load(Ordering::SeqCst)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::{Source, Sources};
+
+    fn config(limit: &str, secret: &str) -> Config {
+        let gateway = format!(
+            "backends:\n  b:\n    url: http://127.0.0.1:9\nauth:\n  users:\n    jwt:\n      algorithms: [HS256]\n      keys: [{{ kid: k, secret: {secret} }}]\n"
+        );
+        let routes = format!(
+            "team: t\nprefix: /t\nauth: users\nroutes:\n  - id: limited\n    path: /a\n    rate_limit: [{limit}]\n    proxy: {{ backend: b }}\n  - id: other\n    path: /b\n    rate_limit: [{{ key: ip, rate: 1/s }}]\n    proxy: {{ backend: b }}\n"
+        );
+        let sources = Sources {
+            dir: PathBuf::from("."),
+            gateway: Source {
+                name: "gateway.yaml".into(),
+                text: gateway,
+            },
+            routes: vec![Source {
+                name: "routes/t.yaml".into(),
+                text: routes,
+            }],
+        };
+        crate::config::load(&sources, &|_| None).expect("valid test config")
+    }
+
+    /// A reload keeps the buckets of unchanged limits and the running provider of an
+    /// unchanged provider (its keys and token cache); changed ones start fresh.
+    #[tokio::test]
+    async fn reloads_keep_unchanged_limits_and_providers() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let first = Snapshot::build(config("{ key: subject, rate: 5/s }", secret), None);
+        let same = Snapshot::build(config("{ key: subject, rate: 5/s }", secret), Some(&first));
+        let limits = |s: &Snapshot, id: &str| s.route_limits(id).expect("limited route");
+        assert!(Arc::ptr_eq(
+            &limits(&first, "limited"),
+            &limits(&same, "limited")
+        ));
+        assert!(Arc::ptr_eq(
+            &limits(&first, "other"),
+            &limits(&same, "other")
+        ));
+        assert!(Arc::ptr_eq(
+            &first.providers["users"].1,
+            &same.providers["users"].1
+        ));
+
+        let changed = Snapshot::build(
+            config(
+                "{ key: subject, rate: 6/s }",
+                "another-secret-of-32-bytes-at-least",
+            ),
+            Some(&same),
+        );
+        assert!(!Arc::ptr_eq(
+            &limits(&same, "limited"),
+            &limits(&changed, "limited")
+        ));
+        assert!(Arc::ptr_eq(
+            &limits(&same, "other"),
+            &limits(&changed, "other")
+        ));
+        assert!(!Arc::ptr_eq(
+            &same.providers["users"].1,
+            &changed.providers["users"].1
+        ));
+    }
+}
