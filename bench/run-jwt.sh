@@ -12,22 +12,12 @@
 # of RSA) and checks a per-subject rate limit high enough never to refuse. Prints each
 # run and the median ratio JWT / plain.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HARNESS=${PORTICO_BENCH_HARNESS:-$ROOT/../shared/bench}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 UP_PORT=${UP_PORT:-18081}
 GW_PORT=${GW_PORT:-18201}
-
-command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends wrk; }
-(cd "$HARNESS/upstream" && cargo build --release -q)
-(cd "$ROOT" && cargo build --release -q --bin portico)
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # A key pair and a token valid for an hour.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/key.pem" 2>/dev/null
@@ -39,7 +29,6 @@ payload=$(printf '{"iss":"https://id.bench/","aud":"bench","sub":"user-1","iat":
 signature=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$WORK/key.pem" -binary | b64url)
 TOKEN="$header.$payload.$signature"
 
-mkdir -p "$WORK/config/routes"
 {
     echo "server: { listen: 127.0.0.1:$GW_PORT, workers: 1 }"
     echo "backends:"
@@ -72,13 +61,9 @@ routes:
   - { id: jwt, path: "/{*rest}", proxy: { backend: upstream } }
 EOF
 
-taskset -c 0 "$HARNESS/upstream/target/release/bench-upstream" "$UP_PORT" --threads 1 >/dev/null 2>&1 &
-PIDS+=($!)
-RUST_LOG=warn taskset -c 1 "$ROOT/target/release/portico" serve --config "$WORK/config" >/dev/null 2>"$WORK/portico.log" &
-PIDS+=($!)
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/plain/json" && break; sleep 0.1; done
+start "$UP_PORT" "$GW_PORT" /plain/json
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$GW_PORT/jwt/json")
-[[ $code == 200 ]] || { echo "JWT route answered $code"; cat "$WORK/portico.log"; exit 1; }
+[[ $code == 200 ]] || { echo "JWT route answered $code"; cat "$WORK/stderr.log"; exit 1; }
 
 run() { # route → requests/s
     taskset -c 0 wrk -t1 -c "$CONNS" -d "${DURATION}s" -H "authorization: Bearer $TOKEN" \

@@ -6,19 +6,10 @@
 #
 #   bench/run-keys.sh                 # DURATION=40
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-HARNESS=${PORTICO_BENCH_HARNESS:-$ROOT/../shared/bench}
 DURATION=${DURATION:-40}
 UP_PORT=${UP_PORT:-18082}
 GW_PORT=${GW_PORT:-18202}
-command -v wrk >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q --no-install-recommends wrk; }
-(cd "$HARNESS/upstream" && cargo build --release -q)
-(cd "$ROOT" && cargo build --release -q --bin portico)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-mkdir -p "$WORK/config/routes"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cat > "$WORK/config/gateway.yaml" <<YAML
 server: { listen: 127.0.0.1:$GW_PORT, workers: 1 }
 backends:
@@ -41,12 +32,8 @@ request = function()
 end
 done = function(summary) io.write(string.format("keys sent: %d\n", summary.requests)) end
 LUA
-taskset -c 0 "$HARNESS/upstream/target/release/bench-upstream" "$UP_PORT" --threads 1 >/dev/null 2>&1 &
-PIDS+=($!)
-RUST_LOG=warn taskset -c 1 "$ROOT/target/release/portico" serve --config "$WORK/config" >/dev/null 2>&1 &
-GW=$!
-PIDS+=("$GW")
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/k/json" && break; sleep 0.1; done
+start "$UP_PORT" "$GW_PORT" /k/json
+GW=$GW_PID
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$GW/status"; }
 echo "RSS before: $(rss)"
 taskset -c 0 wrk -t1 -c64 -d "${DURATION}s" -s "$WORK/keys.lua" "http://127.0.0.1:$GW_PORT/k/json" | grep -E "keys sent|Requests/sec"

@@ -336,53 +336,39 @@ async fn route(
     };
     let query = query.as_deref();
 
-    // Handler.
-    match &entry.handler {
+    // Handler. A split picks its target (and maybe a sticky cookie to set), then proxies.
+    let (p, set_cookie) = match &entry.handler {
         RouteHandler::Static(s) => {
             outcome.made_here = true;
             let mut res = Response::new(ResponseBody::full(s.body.clone()));
             *res.status_mut() = s.status;
             *res.headers_mut() = s.headers.clone();
-            Ok(res)
+            return Ok(res);
         }
-        RouteHandler::Proxy(p) => {
-            let target = p.target(&path, &params, query);
-            let ctx = proxy_context(
-                entry,
-                conn,
-                &req,
-                request_id,
-                traceparent,
-                edge,
-                deadline,
-                identity,
-            );
-            outcome.backend = Some(p.upstream.clone());
-            // `forward` keeps to the deadline itself, with one timer per attempt.
-            proxy::forward(p, req, &target, ctx).await
-        }
+        RouteHandler::Proxy(p) => (p, None),
         RouteHandler::Split(split) => {
             let choice = split.choose(req.headers(), client, conn.tls);
-            let p = &choice.target.route;
-            let target = p.target(&path, &params, query);
-            let ctx = proxy_context(
-                entry,
-                conn,
-                &req,
-                request_id,
-                traceparent,
-                edge,
-                deadline,
-                identity,
-            );
-            outcome.backend = Some(p.upstream.clone());
-            let mut res = proxy::forward(p, req, &target, ctx).await;
-            if let (Ok(res), Some(cookie)) = (&mut res, choice.set_cookie) {
-                res.headers_mut().append(http::header::SET_COOKIE, cookie);
-            }
-            res
+            (&choice.target.route, choice.set_cookie)
         }
+    };
+    let target = p.target(&path, &params, query);
+    let ctx = proxy_context(
+        entry,
+        conn,
+        &req,
+        request_id,
+        traceparent,
+        edge,
+        deadline,
+        identity,
+    );
+    outcome.backend = Some(p.upstream.clone());
+    // `forward` keeps to the deadline itself, with one timer per attempt.
+    let mut res = proxy::forward(p, req, &target, ctx).await;
+    if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
+        res.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
+    res
 }
 
 #[allow(clippy::too_many_arguments)]

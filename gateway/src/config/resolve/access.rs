@@ -37,19 +37,11 @@ impl Resolver<'_> {
             return Some(RouteAuth::Provider(*id));
         }
         if !known.broken_providers.contains(&name) {
-            let mut names: Vec<&str> = known.provider_ids.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            let defined = if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            };
             self.errors.push(file.diag(
                 key,
                 format!(
-                    "unknown auth provider `{name}` (write `none` for a public route); {}:{} defines: {defined}",
-                    known.gateway.name,
-                    known.gateway.tree.line_of("auth")
+                    "unknown auth provider `{name}` (write `none` for a public route); {}",
+                    known.defined("auth", known.provider_ids.keys())
                 ),
             ));
         }

@@ -26,6 +26,29 @@ pub(super) struct Known<'a> {
     pub(super) broken_providers: &'a [&'a str],
 }
 
+impl Known<'_> {
+    /// `gateway.yaml:LINE defines: a, b` for the names under `section` (for "unknown …"
+    /// messages that name both places).
+    pub(super) fn defined<'n>(
+        &self,
+        section: &str,
+        names: impl Iterator<Item = &'n String>,
+    ) -> String {
+        let mut names: Vec<&str> = names.map(String::as_str).collect();
+        names.sort_unstable();
+        let list = if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        };
+        format!(
+            "{}:{} defines: {list}",
+            self.gateway.name,
+            self.gateway.tree.line_of(section)
+        )
+    }
+}
+
 /// Where a route was declared, for messages naming both places.
 fn place(file: &Parsed<RoutesFile>, key: &str) -> String {
     format!("{}:{}", file.name, file.tree.line_of(key))

@@ -22,19 +22,11 @@ impl Resolver<'_> {
             return Some(*id);
         }
         if !known.broken_backends.contains(&name) {
-            let mut names: Vec<&str> = known.backend_ids.keys().map(String::as_str).collect();
-            names.sort_unstable();
-            let defined = if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            };
             self.errors.push(file.diag(
                 key,
                 format!(
-                    "unknown backend `{name}`; {}:{} defines: {defined}",
-                    known.gateway.name,
-                    known.gateway.tree.line_of("backends")
+                    "unknown backend `{name}`; {}",
+                    known.defined("backends", known.backend_ids.keys())
                 ),
             ));
         }
