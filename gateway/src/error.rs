@@ -35,6 +35,13 @@ pub enum Code {
     UpstreamTimeout,
     /// The route or edge deadline passed.
     GatewayTimeout,
+    /// Every instance's circuit breaker is open.
+    CircuitOpen,
+    /// The backend's bulkhead is full.
+    BulkheadFull,
+    /// Fault injection failed the request (chaos experiments); the status is the
+    /// configured one.
+    FaultInjected,
 }
 
 impl Code {
@@ -51,6 +58,9 @@ impl Code {
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout | Code::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::CircuitOpen | Code::BulkheadFull | Code::FaultInjected => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -68,6 +78,9 @@ impl Code {
             Code::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Code::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Code::GatewayTimeout => "GATEWAY_TIMEOUT",
+            Code::CircuitOpen => "CIRCUIT_OPEN",
+            Code::BulkheadFull => "BULKHEAD_FULL",
+            Code::FaultInjected => "FAULT_INJECTED",
         }
     }
 
@@ -84,6 +97,9 @@ impl Code {
             Code::UpstreamUnavailable => "Upstream unavailable",
             Code::UpstreamTimeout => "Upstream timeout",
             Code::GatewayTimeout => "Gateway timeout",
+            Code::CircuitOpen => "Circuit open",
+            Code::BulkheadFull => "Backend at capacity",
+            Code::FaultInjected => "Fault injected",
         }
     }
 
@@ -101,6 +117,8 @@ pub struct Problem {
     allow: Vec<Method>,
     retry_after: Option<u64>,
     challenge: Option<&'static str>,
+    /// A status other than the code's usual one (fault injection).
+    status: Option<StatusCode>,
 }
 
 impl Problem {
@@ -112,6 +130,7 @@ impl Problem {
             allow: Vec::new(),
             retry_after: None,
             challenge: None,
+            status: None,
         }
     }
 
@@ -194,6 +213,42 @@ impl Problem {
         )
     }
 
+    /// 503 CIRCUIT_OPEN; `retry_after` (rounded up to whole seconds) into `Retry-After`.
+    pub fn circuit_open(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(secs),
+            ..Self::new(
+                Code::CircuitOpen,
+                "the backend is failing; the request was not sent",
+            )
+        }
+    }
+
+    /// 503 BULKHEAD_FULL.
+    pub fn bulkhead_full() -> Self {
+        Self::new(
+            Code::BulkheadFull,
+            "the backend has too many requests in flight",
+        )
+    }
+
+    /// FAULT_INJECTED with the configured status.
+    pub fn fault(status: StatusCode) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::new(
+                Code::FaultInjected,
+                "fault injected by the gateway's chaos settings",
+            )
+        }
+    }
+
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(self.code.status())
+    }
+
     /// The code.
     pub fn code(&self) -> Code {
         self.code
@@ -201,7 +256,7 @@ impl Problem {
 
     /// The problem+json response.
     pub fn into_response(self, request_id: &str) -> Response<ResponseBody> {
-        let status = self.code.status();
+        let status = self.status();
         let body = serde_json::json!({
             "type": format!("urn:portico:problem:{}", self.code.as_str().to_ascii_lowercase().replace('_', "-")),
             "title": self.code.title(),

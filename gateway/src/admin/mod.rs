@@ -1,4 +1,4 @@
-//! The admin listener: `/health`, `/ready`, `/routes`.
+//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`.
 //!
 //! A separate listener (never reachable through `server.listen`). With `admin.token`
 //! set, every endpoint wants `Authorization: Bearer <token>` (compared in constant time).
@@ -33,6 +33,7 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/ready", get(ready))
         .route("/routes", get(routes))
         .route("/routes/{id}/shadow", get(route_shadow))
+        .route("/backends", get(backends))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -131,6 +132,48 @@ async fn route_shadow(
             Some(s) => axum::Json(s.stats.json()).into_response(),
         },
     }
+}
+
+async fn backends(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state.gateway.snapshot();
+    let mut list: Vec<_> = snapshot.upstreams.values().map(|u| u.status()).collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    axum::Json(json!({ "backends": list.iter().map(backend_json).collect::<Vec<_>>() }))
+}
+
+/// One backend's live state: its instances with health, breaker, in-flight count and
+/// the last 10 s of error rate and latency.
+pub fn backend_json(b: &crate::upstream::BackendStatus) -> serde_json::Value {
+    use crate::upstream::BreakerState;
+    let states: Vec<BreakerState> = b.instances.iter().map(|i| i.breaker).collect();
+    // The backend is open only when no instance takes requests.
+    let breaker = if states.contains(&BreakerState::Closed) {
+        BreakerState::Closed
+    } else if states.contains(&BreakerState::HalfOpen) {
+        BreakerState::HalfOpen
+    } else {
+        BreakerState::Open
+    };
+    json!({
+        "name": b.name,
+        "balance": match b.balance {
+            crate::config::Balance::RoundRobin => "round_robin",
+            crate::config::Balance::LeastRequest => "least_request",
+        },
+        "in_flight": b.in_flight,
+        "max_concurrency": b.max_concurrency,
+        "breaker": breaker.as_str(),
+        "retry_budget": b.retry_budget.map(|(requests, retries)| json!({"requests": requests, "retries": retries})),
+        "instances": b.instances.iter().map(|i| json!({
+            "url": i.url,
+            "health": i.health,
+            "breaker": i.breaker.as_str(),
+            "in_flight": i.in_flight,
+            "requests": i.recent.requests,
+            "error_rate": (i.recent.error_rate * 1000.0).round() / 1000.0,
+            "latency_ms": {"mean": (i.recent.mean_ms * 100.0).round() / 100.0, "p99": i.recent.p99_ms},
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The route table as JSON: id, team, methods, path, handler kind, backends.

@@ -104,8 +104,8 @@ pub struct BackendId(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TeamId(pub usize);
 
-/// One backend.
-#[derive(Debug, Clone)]
+/// One backend and its resilience settings.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
     /// Its name in `gateway.yaml`.
     pub name: String,
@@ -115,6 +115,160 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Timeout per attempt up to the response head.
     pub timeout: Duration,
+    /// Bulkhead: most requests in flight (`None`: unbounded).
+    pub max_concurrency: Option<u32>,
+    /// How an instance is chosen.
+    pub balance: Balance,
+    /// Circuit breaker per instance (`None`: no breaker).
+    pub breaker: Option<BreakerSettings>,
+    /// Retries (`None`: only the first try).
+    pub retry: Option<RetrySettings>,
+    /// Passive ejection of failing instances.
+    pub outlier: Option<OutlierSettings>,
+    /// Hedge delay for idempotent requests.
+    pub hedge: Option<Duration>,
+    /// Active health checks.
+    pub health: Option<HealthSettings>,
+    /// Fault injection.
+    pub fault: Option<FaultSettings>,
+}
+
+impl Backend {
+    /// A backend with default settings and no resilience features.
+    pub fn new(name: &str, instances: Vec<Instance>) -> Self {
+        Self {
+            name: name.to_string(),
+            instances,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            max_concurrency: None,
+            balance: Balance::RoundRobin,
+            breaker: None,
+            retry: None,
+            outlier: None,
+            hedge: None,
+            health: None,
+            fault: None,
+        }
+    }
+}
+
+/// How a backend with several instances chooses one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// In turn.
+    #[default]
+    RoundRobin,
+    /// The less busy of two picked at random (power of two choices).
+    LeastRequest,
+}
+
+/// Outcomes of an attempt that a rule (`retry.on`, `breaker.on`) applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conditions {
+    /// The connection could not be made (nothing was sent).
+    pub connect: bool,
+    /// The connection broke after the request was sent, or the answer was not HTTP.
+    pub reset: bool,
+    /// No response head within the attempt's time.
+    pub timeout: bool,
+    /// Statuses 0–639 as a bit set.
+    statuses: [u64; 10],
+}
+
+impl Conditions {
+    /// No conditions.
+    pub fn none() -> Self {
+        Self {
+            connect: false,
+            reset: false,
+            timeout: false,
+            statuses: [0; 10],
+        }
+    }
+
+    /// Adds a status.
+    pub fn add_status(&mut self, status: u16) {
+        if let Some(word) = self.statuses.get_mut(usize::from(status / 64)) {
+            *word |= 1 << (status % 64);
+        }
+    }
+
+    /// Whether `status` is one of the conditions.
+    pub fn status(&self, status: u16) -> bool {
+        self.statuses
+            .get(usize::from(status / 64))
+            .is_some_and(|word| word & (1 << (status % 64)) != 0)
+    }
+}
+
+/// Circuit breaker settings (`breaker`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: Option<u32>,
+    /// Open when this fraction (0–1) of the requests in `window` failed.
+    pub failure_rate: Option<f64>,
+    /// The window of `failure_rate`.
+    pub window: Duration,
+    /// Requests in the window before `failure_rate` applies.
+    pub min_requests: u32,
+    /// How long the breaker stays open before probing.
+    pub open_for: Duration,
+    /// Probes let through while half-open; all must succeed to close.
+    pub half_open_probes: u32,
+    /// What counts as a failure.
+    pub on: Conditions,
+}
+
+/// Retry settings (`retry`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySettings {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// First backoff (doubling per retry, full jitter).
+    pub backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// Fraction (0–1) of requests that may be retried over 10 s.
+    pub budget: f64,
+    /// What is retried.
+    pub on: Conditions,
+}
+
+/// Passive outlier ejection (`outlier`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSettings {
+    /// Failures (5xx, connect, reset, timeout) in a row that eject an instance.
+    pub consecutive_5xx: u32,
+    /// How long an instance stays out.
+    pub eject_for: Duration,
+    /// Largest fraction (0–1) of instances out at once (always at least one stays).
+    pub max_ejected: f64,
+}
+
+/// Active health checks (`health`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// Path probed with GET (after the instance's base path).
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Failed probes in a row before an instance is unhealthy.
+    pub unhealthy_after: u32,
+    /// Good probes in a row before it is healthy again.
+    pub healthy_after: u32,
+}
+
+/// Fault injection (`fault`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSettings {
+    /// A delay added to this fraction (0–1) of requests.
+    pub delay: Option<(Duration, f64)>,
+    /// A status answered instead of calling the backend, for this fraction of requests.
+    pub abort: Option<(StatusCode, f64)>,
 }
 
 /// One instance of a backend.

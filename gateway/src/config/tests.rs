@@ -201,20 +201,78 @@ fn unknown_backend_names_both_places() {
 
 #[test]
 fn features_not_built_yet_are_rejected() {
-    let gw = format!(
-        "{GATEWAY}    breaker: {{ consecutive_failures: 5 }}\ncache: {{ max_size: 1MiB }}\n"
-    );
+    let gw = format!("{GATEWAY}cache: {{ max_size: 1MiB }}\n");
     let web = "team: web\nprefix: /web\nauth: customers\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 5s }\n";
     let errs = errors(&gw, &[("web.yaml", web)]);
     let all = errs.join("\n");
     for expect in [
-        "backends.users.breaker: `breaker` is not supported yet",
         "cache: `cache` is not supported yet",
         "routes/web.yaml:3: auth: unknown auth provider `customers`",
         "routes[0].cache: `cache` is not supported yet",
     ] {
         assert!(all.contains(expect), "missing {expect:?} in\n{all}");
     }
+}
+
+#[test]
+fn backend_resilience_settings_are_checked() {
+    let gw = format!(
+        "{GATEWAY}    breaker: {{ window: 10s }}\n    retry: {{ attempts: 2, on: [connect, teapot, 503], backoff: 1s, max_backoff: 10ms }}\n    hedge: {{ after: 0s }}\n    fault: {{ abort: 200, delay_percent: 5 }}\n    outlier: {{ consecutive_5xx: 0, eject_for: 1s }}\n    health: {{ path: healthz, interval: 1s, unhealthy_after: 0 }}\n    max_concurrency: 0\n"
+    );
+    let errs = errors(&gw, &[]);
+    let all = errs.join("\n");
+    for expect in [
+        "backends.users.breaker: give `consecutive_failures` and/or `failure_rate`",
+        "backends.users.retry.on[1]: `teapot` is not one of connect, reset, timeout",
+        "backends.users.retry.max_backoff: must not be less than `backoff`",
+        "backends.users.hedge.after: must be more than 0",
+        "backends.users.fault.abort: `200` is not an error status (400–599)",
+        "backends.users.fault.delay_percent: needs `delay`",
+        "backends.users.outlier.consecutive_5xx: must be at least 1",
+        "backends.users.health.path: `healthz` is not a path starting with /",
+        "backends.users.health.unhealthy_after: must be at least 1",
+        "backends.users.max_concurrency: must be at least 1",
+    ] {
+        assert!(all.contains(expect), "missing {expect:?} in\n{all}");
+    }
+    let gw = format!("{GATEWAY}    balance: random\n");
+    let all = errors(&gw, &[]).join("\n");
+    assert!(
+        all.contains("backends.users.balance") && all.contains("round_robin"),
+        "{all}"
+    );
+}
+
+#[test]
+fn backend_resilience_settings_resolve_with_defaults() {
+    let gw = format!(
+        "{GATEWAY}    breaker: {{ consecutive_failures: 5 }}\n    retry: {{ attempts: 2 }}\n    fault: {{ abort: 503 }}\n    balance: least_request\n"
+    );
+    let config = load(&sources(&gw, &[("web.yaml", WEB)]), &no_vars).expect("valid");
+    let b = config.backends.iter().find(|b| b.name == "users").unwrap();
+    let breaker = b.breaker.as_ref().unwrap();
+    assert_eq!(breaker.consecutive_failures, Some(5));
+    assert_eq!(breaker.open_for, std::time::Duration::from_secs(10));
+    assert_eq!(breaker.half_open_probes, 1);
+    assert!(
+        breaker.on.connect
+            && breaker.on.timeout
+            && breaker.on.status(500)
+            && breaker.on.status(599)
+    );
+    assert!(!breaker.on.status(404));
+    let retry = b.retry.as_ref().unwrap();
+    assert_eq!(retry.backoff, std::time::Duration::from_millis(25));
+    assert_eq!(retry.max_backoff, std::time::Duration::from_millis(250));
+    assert!((retry.budget - 0.2).abs() < 1e-9);
+    assert!(retry.on.connect && retry.on.reset && retry.on.timeout);
+    assert!(retry.on.status(502) && retry.on.status(503) && retry.on.status(504));
+    assert!(!retry.on.status(500) && !retry.on.status(429));
+    assert_eq!(
+        b.fault.as_ref().unwrap().abort,
+        Some((http::StatusCode::SERVICE_UNAVAILABLE, 1.0))
+    );
+    assert_eq!(b.balance, crate::config::Balance::LeastRequest);
 }
 
 #[test]

@@ -9,9 +9,11 @@ mod headers;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
@@ -25,7 +27,7 @@ use crate::body::{LimitedBody, Overflow, ResponseBody, Tee, UpstreamBody};
 use crate::error::Problem;
 use crate::routing::Pattern;
 use crate::strangler::{Exchange, ShadowPlan};
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, Upstream, retry};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -100,6 +102,41 @@ pub struct Context {
     pub provider: Option<Arc<Provider>>,
 }
 
+/// Request bodies up to this size are held in full when the call may be sent again.
+const REPLAY_MAX_BODY: u64 = 64 * 1024;
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The answer for a failed backend call (logged here; the client never sees the cause).
+pub fn problem_of(backend: &str, err: upstream::Error) -> Problem {
+    match err {
+        upstream::Error::CircuitOpen { retry_after } => {
+            tracing::debug!(backend, "circuit open: request not sent");
+            Problem::circuit_open(retry_after)
+        }
+        upstream::Error::BulkheadFull => {
+            tracing::debug!(backend, "bulkhead full: request not sent");
+            Problem::bulkhead_full()
+        }
+        upstream::Error::Fault(status) => Problem::fault(status),
+        err => {
+            tracing::warn!(backend, error = %err, "backend call failed");
+            match err {
+                upstream::Error::Timeout { deadline: true } => Problem::gateway_timeout(),
+                upstream::Error::Timeout { deadline: false } => Problem::upstream_timeout(),
+                _ => Problem::upstream_unavailable(),
+            }
+        }
+    }
+}
+
 /// Forwards `req` to the route's backend at `target` (path and query).
 pub async fn forward(
     route: &ProxyRoute,
@@ -109,9 +146,8 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, Problem> {
     let websocket = is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let instance = route.upstream.pick();
-    let uri = instance
-        .uri(target)
+    let uri = http::uri::PathAndQuery::try_from(target)
+        .map(Uri::from)
         .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
     let (mut parts, mut body) = req.into_parts();
     // A body's first frame is read before the backend is called (bounded by the deadline).
@@ -124,6 +160,19 @@ pub async fn forward(
             Err(_) => return Err(Problem::gateway_timeout()),
         }
     };
+    // Held in full when it may be sent again: small and idempotent, on a backend that
+    // retries or hedges. Anything else streams and is sent once.
+    let idempotent = retry::idempotent(&parts.method, &parts.headers);
+    let bodiless = first.is_none() && body.is_end_stream();
+    let replayable = !bodiless
+        && idempotent
+        && route.upstream.replays()
+        && (content_length(&parts.headers).is_some_and(|n| n <= REPLAY_MAX_BODY)
+            || (first
+                .as_ref()
+                .and_then(|f| f.data_ref())
+                .is_some_and(|d| d.len() as u64 <= REPLAY_MAX_BODY)
+                && body.is_end_stream()));
     let host = parts.headers.remove(HOST).or_else(|| {
         parts
             .uri
@@ -190,12 +239,27 @@ pub async fn forward(
             primary,
         });
     }
-    let upstream_req = Request::from_parts(parts, UpstreamBody::Client(body));
-
-    // One timer for the attempt: the backend's timeout or the route deadline, whichever
-    // comes first.
-    let budget = ctx.deadline.saturating_duration_since(Instant::now());
-    let send = route.upstream.send(instance, upstream_req, budget);
+    let (body, overflow) = if bodiless {
+        (UpstreamBody::full(Bytes::new()), None)
+    } else if replayable {
+        match tokio::time::timeout_at(ctx.deadline, body.collect()).await {
+            Ok(Ok(collected)) => (UpstreamBody::full(collected.to_bytes()), None),
+            Ok(Err(_)) if overflow.as_ref().is_some_and(|o| o.exceeded()) => {
+                return Err(Problem::payload_too_large(ctx.max_body));
+            }
+            Ok(Err(_)) => return Err(Problem::bad_request("malformed request body")),
+            Err(_) => return Err(Problem::gateway_timeout()),
+        }
+    } else {
+        (UpstreamBody::Client(body), overflow)
+    };
+    let upstream_req = Request::from_parts(parts, body);
+    let call = upstream::Call {
+        deadline: ctx.deadline,
+        idempotent,
+        hedge: !websocket,
+    };
+    let send = route.upstream.call(upstream_req, call);
     let result = match &overflow {
         None => send.await,
         Some(overflow) => tokio::select! {
@@ -216,17 +280,7 @@ pub async fn forward(
                     ));
                 }
             }
-            tracing::warn!(backend = route.upstream.name(), error = %err, "backend call failed");
-            return Err(match err {
-                // The backend's own timeout was the shorter one: its fault; else the deadline's.
-                upstream::Error::Timeout(_) if route.upstream.timeout() < budget => {
-                    Problem::upstream_timeout()
-                }
-                upstream::Error::Timeout(_) => Problem::gateway_timeout(),
-                upstream::Error::Connect(_) | upstream::Error::Failed(_) => {
-                    Problem::upstream_unavailable()
-                }
-            });
+            return Err(problem_of(route.upstream.name(), err));
         }
     };
     let upgraded = websocket && res.status() == StatusCode::SWITCHING_PROTOCOLS;

@@ -100,9 +100,7 @@ impl Snapshot {
         for b in &config.backends {
             let reuse = previous.and_then(|p| {
                 let old = p.config.backends.iter().find(|o| o.name == b.name)?;
-                (old.instances == b.instances
-                    && old.timeout == b.timeout
-                    && old.connect_timeout == b.connect_timeout)
+                (old == b)
                     .then(|| p.upstreams.get(&b.name).cloned())
                     .flatten()
             });

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::compare::{Outcome, compare};
 use crate::body::UpstreamBody;
-use crate::upstream::Upstream;
+use crate::upstream::{Call, Upstream};
 
 /// How long a shadow waits for the primary's answer to compare with.
 const PRIMARY_WAIT: Duration = Duration::from_secs(60);
@@ -170,20 +170,22 @@ async fn run(route: &ShadowRoute, ex: Exchange) {
             }
         },
     };
-    let instance = route.upstream.pick();
-    let Ok(uri) = instance.uri(&ex.target) else {
+    let Ok(target) = http::uri::PathAndQuery::try_from(ex.target.as_str()) else {
         return;
     };
     let mut req = Request::new(UpstreamBody::full(body));
     *req.method_mut() = ex.method.clone();
-    *req.uri_mut() = uri;
+    *req.uri_mut() = http::Uri::from(target);
     *req.headers_mut() = ex.headers;
     stats.sent.fetch_add(1, Ordering::Relaxed);
-    let res = match route
-        .upstream
-        .send(instance, req, route.upstream.timeout())
-        .await
-    {
+    // Through the shadow backend's own stack (its bulkhead and breaker protect it),
+    // sent once: a shadow copy is never retried or hedged.
+    let call = Call {
+        deadline: tokio::time::Instant::now() + route.upstream.timeout(),
+        idempotent: false,
+        hedge: false,
+    };
+    let res = match route.upstream.call(req, call).await {
         Ok(res) => res,
         Err(e) => {
             tracing::debug!(backend = route.upstream.name(), error = %e, "shadow request failed");

@@ -137,16 +137,14 @@ mod tests {
         let targets = weights
             .iter()
             .map(|(name, weight)| {
-                let backend = Backend {
-                    name: name.to_string(),
-                    instances: vec![Instance {
+                let backend = Backend::new(
+                    name,
+                    vec![Instance {
                         scheme: http::uri::Scheme::HTTP,
                         authority: "127.0.0.1:1".parse().unwrap(),
                         base_path: String::new(),
                     }],
-                    connect_timeout: std::time::Duration::from_secs(1),
-                    timeout: std::time::Duration::from_secs(1),
-                };
+                );
                 SplitTarget {
                     name: name.to_string(),
                     route: ProxyRoute {

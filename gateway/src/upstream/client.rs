@@ -1,58 +1,275 @@
-//! The client of one backend: its instances (each with a connection pool), round-robin
-//! between them, and the per-attempt timeout.
+//! The client stack of one backend, and the one way any backend call is made:
+//! [`Upstream::call`].
+//!
+//! ```text
+//! call ─► fault injection ─► bulkhead ─► ┌ attempt loop (until the deadline) ────────┐
+//!                                        │ pick instance (health, ejection, breaker) │
+//!                                        │ send, bounded by min(timeout, deadline)   │
+//!                                        │   └ hedge to another instance after delay │
+//!                                        │ record: breaker, outlier, recent numbers  │
+//!                                        │ retry? (conditions, idempotency, budget,  │
+//!                                        │   backoff with jitter, Retry-After)       │
+//!                                        └───────────────────────────────────────────┘
+//! ```
+//!
+//! The response body holds the bulkhead place and the instance's in-flight count until
+//! it ends. Dropping the call (the client went away) drops the attempt and with it the
+//! backend connection; a dropped attempt is nobody's failure.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::Full;
+use tokio::time::Instant;
 
-use super::pool::{Instance, PooledBody};
+use super::balance::{Balancer, Busy, Endpoint, Recent};
+use super::breaker::{State, Ticket};
+use super::bulkhead::{Bulkhead, Permit};
+use super::pool::PooledBody;
+use super::retry::{self, Budget};
+use super::{fault, health};
 use crate::body::UpstreamBody;
-use crate::config;
+use crate::config::{self, Balance, Conditions, FaultSettings, RetrySettings};
 
-/// Why a backend call failed. The source is kept for the log, never shown to clients.
+/// Why a backend call failed. Sources are kept for the log, never shown to clients.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The connection could not be made (refused, unreachable, connect timeout).
     #[error("connect failed: {0}")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backend did not answer within the attempt timeout.
-    #[error("no response within {0:?}")]
-    Timeout(Duration),
     /// The connection broke or the backend sent an invalid response.
     #[error("request failed: {0}")]
     Failed(#[source] hyper::Error),
+    /// No response head in time: the attempt's `timeout`, or the caller's deadline.
+    #[error("no response in time")]
+    Timeout {
+        /// The caller's deadline ran out (rather than the backend's own timeout).
+        deadline: bool,
+    },
+    /// Every instance's breaker is open.
+    #[error("circuit open")]
+    CircuitOpen {
+        /// Until a breaker lets a request through.
+        retry_after: Duration,
+    },
+    /// The bulkhead is full.
+    #[error("bulkhead full")]
+    BulkheadFull,
+    /// Fault injection failed the call with this status.
+    #[error("fault injected: {0}")]
+    Fault(StatusCode),
 }
 
-/// One backend: its instances and its per-attempt timeout.
+/// What the caller knows about a call.
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// No attempt, backoff or hedge runs past this.
+    pub deadline: Instant,
+    /// The request may be sent twice (idempotent method or `Idempotency-Key`).
+    pub idempotent: bool,
+    /// A second attempt may run alongside the first (not for upgrades).
+    pub hedge: bool,
+}
+
+/// A bulkhead place and an instance's in-flight count, held by a response body.
+#[derive(Debug)]
+pub struct InFlight {
+    _permit: Permit,
+    _busy: Busy,
+}
+
+/// One backend's client stack; built once per backend and kept across reloads while its
+/// settings stay the same.
 #[derive(Debug)]
 pub struct Upstream {
     name: String,
-    instances: Vec<Arc<Instance>>,
-    next: AtomicUsize,
+    balancer: Balancer,
+    bulkhead: Arc<Bulkhead>,
     timeout: Duration,
+    retry: Option<RetrySettings>,
+    budget: Option<Budget>,
+    hedge: Option<Duration>,
+    fault: Option<FaultSettings>,
+}
+
+/// The request of a call, sent once or copied per attempt.
+enum Replay {
+    /// Sent once; comes back only when nothing of it was sent.
+    Once(Option<Request<UpstreamBody>>),
+    /// Held in full (a bodiless or small buffered request): one copy per attempt.
+    Copies {
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        body: Full<bytes::Bytes>,
+    },
+}
+
+impl Replay {
+    fn new(req: Request<UpstreamBody>, copies: bool) -> Self {
+        if !copies {
+            return Replay::Once(Some(req));
+        }
+        let (parts, body) = req.into_parts();
+        match body {
+            UpstreamBody::Full(body) => Replay::Copies {
+                method: parts.method,
+                uri: parts.uri,
+                version: parts.version,
+                headers: parts.headers,
+                body,
+            },
+            body => Replay::Once(Some(Request::from_parts(parts, body))),
+        }
+    }
+
+    fn next(&mut self) -> Option<Request<UpstreamBody>> {
+        match self {
+            Replay::Once(req) => req.take(),
+            Replay::Copies {
+                method,
+                uri,
+                version,
+                headers,
+                body,
+            } => {
+                let mut req = Request::new(UpstreamBody::Full(body.clone()));
+                *req.method_mut() = method.clone();
+                *req.uri_mut() = uri.clone();
+                *req.version_mut() = *version;
+                *req.headers_mut() = headers.clone();
+                Some(req)
+            }
+        }
+    }
+
+    fn put_back(&mut self, req: Request<UpstreamBody>) {
+        if let Replay::Once(slot) = self {
+            *slot = Some(req);
+        }
+    }
+
+    fn copies(&self) -> bool {
+        matches!(self, Replay::Copies { .. })
+    }
+}
+
+/// How one attempt ended.
+// The answer is the common case and moves only a few times: not worth a box.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    /// A response head.
+    Answer(Response<PooledBody>, Busy),
+    /// No response.
+    Failed {
+        error: Error,
+        endpoint: Arc<Endpoint>,
+        /// The request, when none of it was sent.
+        unsent: Option<Request<UpstreamBody>>,
+    },
+}
+
+impl Attempt {
+    fn endpoint(&self) -> &Arc<Endpoint> {
+        match self {
+            Attempt::Answer(_, busy) => busy.endpoint(),
+            Attempt::Failed { endpoint, .. } => endpoint,
+        }
+    }
+}
+
+/// What an attempt's outcome was, for the rules that judge it.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Connect,
+    Reset,
+    Timeout,
+    Status(u16),
+}
+
+impl Outcome {
+    fn of(error: &Error) -> Outcome {
+        match error {
+            Error::Connect(_) => Outcome::Connect,
+            Error::Timeout { .. } => Outcome::Timeout,
+            _ => Outcome::Reset,
+        }
+    }
+
+    fn matches(self, on: &Conditions) -> bool {
+        match self {
+            Outcome::Connect => on.connect,
+            Outcome::Reset => on.reset,
+            Outcome::Timeout => on.timeout,
+            Outcome::Status(s) => on.status(s),
+        }
+    }
+
+    /// A fault of the backend: counts for outlier ejection and the recent error rate.
+    fn server_fault(self) -> bool {
+        !matches!(self, Outcome::Status(s) if s < 500)
+    }
+}
+
+/// One backend's numbers for the admin API.
+#[derive(Debug, Clone)]
+pub struct BackendStatus {
+    /// Backend name.
+    pub name: String,
+    /// How instances are chosen.
+    pub balance: Balance,
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// The bulkhead's cap.
+    pub max_concurrency: Option<usize>,
+    /// Requests and retries over the budget's window (`None`: no retries configured).
+    pub retry_budget: Option<(u64, u64)>,
+    /// Each instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance's numbers for the admin API.
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
+    /// `http://host:port/base`.
+    pub url: String,
+    /// `healthy`, `unhealthy` or `ejected`.
+    pub health: &'static str,
+    /// The breaker's state (`closed` when there is no breaker).
+    pub breaker: State,
+    /// Attempts in flight.
+    pub in_flight: usize,
+    /// The last 10 s.
+    pub recent: Recent,
 }
 
 impl Upstream {
-    /// Builds the client of a backend.
+    /// Builds the client stack of a backend and starts its health checks.
     pub fn new(backend: &config::Backend) -> Self {
-        let instances = backend
-            .instances
-            .iter()
-            .map(|i| {
-                Arc::new(Instance::new(
-                    i.authority.clone(),
-                    i.base_path.clone(),
-                    backend.connect_timeout,
-                ))
-            })
-            .collect();
+        let now = Instant::now();
+        let balancer = Balancer::new(backend, now);
+        if let Some(h) = &backend.health {
+            for e in balancer.endpoints() {
+                health::spawn(e, h.clone(), backend.name.clone());
+            }
+        }
+        let budget = (backend.retry.is_some() || backend.hedge.is_some()).then(|| {
+            Budget::new(
+                backend.retry.as_ref().map_or(0.2, |r| r.budget),
+                Instant::now(),
+            )
+        });
         Self {
             name: backend.name.clone(),
-            instances,
-            next: AtomicUsize::new(0),
+            balancer,
+            bulkhead: Bulkhead::new(backend.max_concurrency),
             timeout: backend.timeout,
+            retry: backend.retry.clone(),
+            budget,
+            hedge: backend.hedge,
+            fault: backend.fault.clone(),
         }
     }
 
@@ -66,26 +283,288 @@ impl Upstream {
         self.timeout
     }
 
-    /// The instance for the next request (round-robin).
-    pub fn pick(&self) -> &Arc<Instance> {
-        if self.instances.len() == 1 {
-            return &self.instances[0];
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.instances.len();
-        &self.instances[i]
+    /// Whether a call may be tried more than once, so a small request body is worth
+    /// holding in full.
+    pub fn replays(&self) -> bool {
+        self.retry.as_ref().is_some_and(|r| r.attempts > 0) || self.hedge.is_some()
     }
 
-    /// Sends one attempt to `instance`, bounded by `min(timeout, budget)`.
-    pub async fn send(
+    /// Calls the backend with `req` (its URI the origin-form target, without the
+    /// instance's base path).
+    pub async fn call(
         &self,
-        instance: &Arc<Instance>,
         req: Request<UpstreamBody>,
-        budget: Duration,
+        call: Call,
     ) -> Result<Response<PooledBody>, Error> {
-        let limit = self.timeout.min(budget);
-        match tokio::time::timeout(limit, instance.send(req)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(limit)),
+        if let Some(f) = &self.fault
+            && let Some(status) = fault::inject(f, &self.name, call.deadline).await
+        {
+            return Err(Error::Fault(status));
         }
+        let permit = self.bulkhead.try_enter().ok_or(Error::BulkheadFull)?;
+        if let Some(budget) = &self.budget {
+            budget.request(Instant::now());
+        }
+        let mut replay = Replay::new(req, call.idempotent && self.replays());
+        let mut tried: Option<Arc<Endpoint>> = None;
+        let mut retries = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= call.deadline {
+                return Err(Error::Timeout { deadline: true });
+            }
+            let (endpoint, ticket) = self
+                .balancer
+                .pick(tried.as_ref(), now)
+                .map_err(|retry_after| Error::CircuitOpen { retry_after })?;
+            let Some(req) = replay.next() else {
+                // Unreachable: a request that was sent is only retried when copied.
+                return Err(Error::Timeout { deadline: true });
+            };
+            let attempt = match self.hedge {
+                Some(after) if call.hedge && call.idempotent && replay.copies() => {
+                    self.hedged(endpoint, ticket, req, &mut replay, call.deadline, after)
+                        .await
+                }
+                _ => self.attempt(endpoint, ticket, req, call.deadline).await,
+            };
+            let Some(wait) = self.retry_wait(&attempt, retries, &call, &replay) else {
+                return finish(attempt, permit);
+            };
+            if !self
+                .budget
+                .as_ref()
+                .is_some_and(|b| b.try_retry(Instant::now()))
+            {
+                tracing::debug!(backend = %self.name, "retry budget exhausted");
+                return finish(attempt, permit);
+            }
+            tried = Some(attempt.endpoint().clone());
+            if let Attempt::Failed {
+                unsent: Some(req), ..
+            } = attempt
+            {
+                replay.put_back(req);
+            }
+            // Any response of the failed attempt is dropped here, closing its connection.
+            retries += 1;
+            tracing::debug!(backend = %self.name, retry = retries, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The wait before another attempt, when `attempt` should be retried: its outcome
+    /// is one of `retry.on`, retries are left, the request can be sent again, and the
+    /// backoff (at least the backend's `Retry-After`) ends before the deadline.
+    fn retry_wait(
+        &self,
+        attempt: &Attempt,
+        retries: u32,
+        call: &Call,
+        replay: &Replay,
+    ) -> Option<Duration> {
+        let policy = self.retry.as_ref()?;
+        if retries >= policy.attempts {
+            return None;
+        }
+        let (outcome, unsent, asked) = match attempt {
+            Attempt::Answer(res, _) => {
+                let status = res.status();
+                let asked = (status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE)
+                    .then(|| retry::retry_after(res.headers()))
+                    .flatten();
+                (Outcome::Status(status.as_u16()), false, asked)
+            }
+            Attempt::Failed { error, unsent, .. } => (Outcome::of(error), unsent.is_some(), None),
+        };
+        if !outcome.matches(&policy.on) {
+            return None;
+        }
+        // Nothing was sent: safe for any method. Else only an idempotent request that
+        // is held in full can go again.
+        if !(unsent || call.idempotent && replay.copies()) {
+            return None;
+        }
+        let wait = retry::backoff(policy, retries).max(asked.unwrap_or_default());
+        (Instant::now() + wait < call.deadline).then_some(wait)
+    }
+
+    /// One attempt on `endpoint`, bounded by the backend's timeout and the deadline.
+    async fn attempt(
+        &self,
+        endpoint: Arc<Endpoint>,
+        ticket: Option<Ticket>,
+        mut req: Request<UpstreamBody>,
+        deadline: Instant,
+    ) -> Attempt {
+        let busy = endpoint.enter();
+        let start = Instant::now();
+        let limit = (start + self.timeout).min(deadline);
+        let timeout = Error::Timeout {
+            deadline: deadline <= start + self.timeout,
+        };
+        let pool = endpoint.pool();
+        let conn = match tokio::time::timeout_at(limit, pool.checkout()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => return self.failed(busy, ticket, error, Some(req), start),
+            Err(_) => return self.failed(busy, ticket, timeout, Some(req), start),
+        };
+        if !pool.base_path().is_empty()
+            && let Some(target) = req.uri().path_and_query()
+            && let Ok(uri) = pool.uri(target.as_str())
+        {
+            *req.uri_mut() = uri;
+        }
+        match tokio::time::timeout_at(limit, conn.send(req)).await {
+            Ok(Ok(res)) => {
+                let outcome = Outcome::Status(res.status().as_u16());
+                self.settle(&endpoint, ticket, outcome, start);
+                Attempt::Answer(res, busy)
+            }
+            Ok(Err(error)) => self.failed(busy, ticket, error, None, start),
+            Err(_) => self.failed(busy, ticket, timeout, None, start),
+        }
+    }
+
+    fn failed(
+        &self,
+        busy: Busy,
+        ticket: Option<Ticket>,
+        error: Error,
+        unsent: Option<Request<UpstreamBody>>,
+        start: Instant,
+    ) -> Attempt {
+        let endpoint = busy.endpoint().clone();
+        drop(busy);
+        self.settle(&endpoint, ticket, Outcome::of(&error), start);
+        Attempt::Failed {
+            error,
+            endpoint,
+            unsent,
+        }
+    }
+
+    /// Feeds an attempt's outcome to the breaker, outlier ejection and recent numbers.
+    fn settle(
+        &self,
+        endpoint: &Endpoint,
+        ticket: Option<Ticket>,
+        outcome: Outcome,
+        start: Instant,
+    ) {
+        let now = Instant::now();
+        if let (Some(ticket), Some(breaker)) = (ticket, endpoint.breaker()) {
+            breaker.record(ticket, outcome.matches(&breaker.settings().on), now);
+        }
+        self.balancer.observe(endpoint, outcome.server_fault(), now);
+        endpoint.sample(outcome.server_fault(), now - start, now);
+    }
+
+    /// An attempt that, without an answer after `after`, gets a twin on another
+    /// instance; the first answer that settles the call wins and the other is dropped.
+    async fn hedged(
+        &self,
+        endpoint: Arc<Endpoint>,
+        ticket: Option<Ticket>,
+        req: Request<UpstreamBody>,
+        replay: &mut Replay,
+        deadline: Instant,
+        after: Duration,
+    ) -> Attempt {
+        let first = self.attempt(endpoint.clone(), ticket, req, deadline);
+        tokio::pin!(first);
+        tokio::select! {
+            done = &mut first => return done,
+            () = tokio::time::sleep_until((Instant::now() + after).min(deadline)) => {}
+        }
+        let now = Instant::now();
+        if !self.budget.as_ref().is_some_and(|b| b.try_retry(now)) {
+            return first.await;
+        }
+        let Ok((other, ticket)) = self.balancer.pick(Some(&endpoint), now) else {
+            return first.await;
+        };
+        let Some(req) = replay.next() else {
+            return first.await;
+        };
+        tracing::debug!(backend = %self.name, instance = other.url(), "hedging");
+        let second = self.attempt(other, ticket, req, deadline);
+        tokio::pin!(second);
+        let (done, rest) = tokio::select! {
+            a = &mut first => (a, Either::Second),
+            b = &mut second => (b, Either::First),
+        };
+        if self.settles(&done) {
+            return done;
+        }
+        let late = match rest {
+            Either::First => first.await,
+            Either::Second => second.await,
+        };
+        match (&done, &late) {
+            (Attempt::Answer(..), Attempt::Failed { .. }) => done,
+            _ => late,
+        }
+    }
+
+    /// Whether an attempt's outcome ends the call (an answer not to be retried).
+    fn settles(&self, attempt: &Attempt) -> bool {
+        match attempt {
+            Attempt::Answer(res, _) => !self
+                .retry
+                .as_ref()
+                .is_some_and(|r| r.on.status(res.status().as_u16())),
+            Attempt::Failed { .. } => false,
+        }
+    }
+
+    /// Numbers for the admin API.
+    pub fn status(&self) -> BackendStatus {
+        let now = Instant::now();
+        BackendStatus {
+            name: self.name.clone(),
+            balance: self.balancer.mode(),
+            in_flight: self.bulkhead.in_flight(),
+            max_concurrency: self.bulkhead.max(),
+            retry_budget: self.budget.as_ref().map(|b| b.usage(now)),
+            instances: self
+                .balancer
+                .endpoints()
+                .iter()
+                .map(|e| InstanceStatus {
+                    url: e.url().to_string(),
+                    health: if e.ejected(now) {
+                        "ejected"
+                    } else if e.healthy() {
+                        "healthy"
+                    } else {
+                        "unhealthy"
+                    },
+                    breaker: e.breaker().map_or(State::Closed, |b| b.state(now)),
+                    in_flight: e.in_flight(),
+                    recent: e.recent(now),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Which of two racing attempts is still running.
+enum Either {
+    First,
+    Second,
+}
+
+fn finish(attempt: Attempt, permit: Permit) -> Result<Response<PooledBody>, Error> {
+    match attempt {
+        Attempt::Answer(mut res, busy) => {
+            res.body_mut().hold(InFlight {
+                _permit: permit,
+                _busy: busy,
+            });
+            Ok(res)
+        }
+        Attempt::Failed { error, .. } => Err(error),
     }
 }

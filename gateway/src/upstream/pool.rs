@@ -22,6 +22,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::Error;
+use super::client::InFlight;
 use crate::body::{Overflow, UpstreamBody};
 
 type Sender = SendRequest<UpstreamBody>;
@@ -31,8 +32,8 @@ struct Idle {
     since: Instant,
 }
 
-/// One backend instance: where it is, and its idle connections.
-pub struct Instance {
+/// The connections of one backend instance: where it is, and its idle connections.
+pub struct Pool {
     authority: Authority,
     host: HeaderValue,
     base_path: String,
@@ -42,16 +43,16 @@ pub struct Instance {
     idle: Mutex<Vec<Idle>>,
 }
 
-impl std::fmt::Debug for Instance {
+impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instance")
+        f.debug_struct("Pool")
             .field("authority", &self.authority)
             .finish_non_exhaustive()
     }
 }
 
-impl Instance {
-    /// An instance at `authority` whose paths start with `base_path`.
+impl Pool {
+    /// A pool for the instance at `authority` whose paths start with `base_path`.
     pub(crate) fn new(authority: Authority, base_path: String, connect_timeout: Duration) -> Self {
         let host = HeaderValue::from_str(authority.as_str())
             .unwrap_or(HeaderValue::from_static("localhost"));
@@ -81,6 +82,11 @@ impl Instance {
         Ok(Uri::from(path))
     }
 
+    /// The instance's base path (`""` for none).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // A panic while holding this lock cannot leave the list inconsistent.
         self.idle
@@ -90,7 +96,7 @@ impl Instance {
 
     /// A ready connection: an idle one if there is one, else a new one. The flag says
     /// whether it was reused.
-    async fn checkout(&self) -> Result<(Sender, bool), Error> {
+    async fn checkout_sender(&self) -> Result<(Sender, bool), Error> {
         loop {
             let idle = self.lock().pop();
             let Some(Idle { mut sender, since }) = idle else {
@@ -140,21 +146,53 @@ impl Instance {
         }
     }
 
+    /// A connection ready to send on: an idle one, or a new one. Nothing has been sent
+    /// when this fails, so the request may go elsewhere.
+    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Conn, Error> {
+        let (sender, reused) = self.checkout_sender().await?;
+        Ok(Conn {
+            pool: self.clone(),
+            sender,
+            reused,
+        })
+    }
+
     /// Sends `req` (origin-form URI) on a pooled connection.
     pub(crate) async fn send(
         self: &Arc<Self>,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, Error> {
+        self.checkout().await?.send(req).await
+    }
+}
+
+/// A connection checked out of a [`Pool`], ready for one request.
+pub(crate) struct Conn {
+    pool: Arc<Pool>,
+    sender: Sender,
+    reused: bool,
+}
+
+impl Conn {
+    /// Sends `req` (origin-form URI) on this connection.
+    pub(crate) async fn send(
+        self,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, Error> {
-        req.headers_mut().insert(HOST, self.host.clone());
+        let Conn {
+            pool,
+            mut sender,
+            reused,
+        } = self;
+        req.headers_mut().insert(HOST, pool.host.clone());
         let request_body = req.body().progress();
-        let (mut sender, reused) = self.checkout().await?;
         let res = match sender.try_send_request(req).await {
             Ok(res) => res,
             Err(mut e) => match e.take_message() {
                 // Refused before a byte was written (a stale idle connection): safe to
                 // send on a fresh connection, whatever the method.
                 Some(req) if reused => {
-                    sender = Box::pin(self.connect()).await?;
+                    sender = Box::pin(pool.connect()).await?;
                     sender
                         .try_send_request(req)
                         .await
@@ -163,9 +201,11 @@ impl Instance {
                 _ => return Err(Error::Failed(e.into_error())),
             },
         };
-        Ok(self.finish(res, sender, request_body))
+        Ok(pool.finish(res, sender, request_body))
     }
+}
 
+impl Pool {
     fn finish(
         self: &Arc<Self>,
         res: Response<Incoming>,
@@ -174,12 +214,16 @@ impl Instance {
     ) -> Response<PooledBody> {
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade.
-            return res.map(|body| PooledBody { body, lease: None });
+            return res.map(|body| PooledBody {
+                body,
+                lease: None,
+                held: None,
+            });
         }
         let (parts, body) = res.into_parts();
         let lease = Lease {
             sender,
-            instance: self.clone(),
+            pool: self.clone(),
             request_body,
         };
         let lease = if body.is_end_stream() {
@@ -188,14 +232,21 @@ impl Instance {
         } else {
             Some(lease)
         };
-        Response::from_parts(parts, PooledBody { body, lease })
+        Response::from_parts(
+            parts,
+            PooledBody {
+                body,
+                lease,
+                held: None,
+            },
+        )
     }
 }
 
 /// A connection lent to one exchange.
 struct Lease {
     sender: Sender,
-    instance: Arc<Instance>,
+    pool: Arc<Pool>,
     /// The request body's progress, when it had one.
     request_body: Option<Arc<Overflow>>,
 }
@@ -205,16 +256,18 @@ impl Lease {
     /// answered early): that connection is busy, so it is closed instead.
     fn release(self) {
         if self.request_body.as_ref().is_none_or(|b| b.finished()) {
-            self.instance.put(self.sender);
+            self.pool.put(self.sender);
         }
     }
 }
 
 /// A backend's response body; its connection goes back to the pool once the body has
-/// been read to the end (its last data frame or its trailers).
+/// been read to the end (its last data frame or its trailers). Until then it also holds
+/// the exchange's place in the backend's and the instance's in-flight counts.
 pub struct PooledBody {
     body: Incoming,
     lease: Option<Lease>,
+    held: Option<InFlight>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -227,6 +280,14 @@ impl PooledBody {
     fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             lease.release();
+        }
+        self.held = None;
+    }
+
+    /// Keeps `held` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, held: InFlight) {
+        if !self.body.is_end_stream() {
+            self.held = Some(held);
         }
     }
 }
@@ -246,7 +307,10 @@ impl Body for PooledBody {
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || self.body.is_end_stream() => {
                 self.release()
             }
-            Poll::Ready(Some(Err(_))) => self.lease = None,
+            Poll::Ready(Some(Err(_))) => {
+                self.lease = None;
+                self.held = None;
+            }
             _ => {}
         }
         polled

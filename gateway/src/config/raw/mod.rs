@@ -146,6 +146,9 @@ pub struct Backend {
     /// Bulkhead: most requests in flight to this backend.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// How an instance of `urls` is chosen.
+    #[serde(default)]
+    pub balance: Option<Balance>,
     /// Circuit breaker.
     #[serde(default)]
     pub breaker: Option<Breaker>,
@@ -195,6 +198,19 @@ pub struct Breaker {
     /// Requests let through while half-open.
     #[serde(default)]
     pub half_open_probes: Option<u32>,
+    /// What counts as a failure: `connect`, `reset`, `timeout`, a status, or `5xx`.
+    #[serde(default)]
+    pub on: Option<Vec<serde_json::Value>>,
+}
+
+/// How an instance of `urls` is chosen.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// In turn.
+    RoundRobin,
+    /// The less busy of two picked at random.
+    LeastRequest,
 }
 
 /// Retry settings.
@@ -212,9 +228,9 @@ pub struct Retry {
     /// Retries at most this share of requests.
     #[serde(default)]
     pub budget: Option<Percent>,
-    /// What is retried: `connect`, `timeout`, or a status code.
+    /// What is retried: `connect`, `reset`, `timeout`, a status code, or `5xx`.
     #[serde(default)]
-    pub on: Vec<serde_json::Value>,
+    pub on: Option<Vec<serde_json::Value>>,
 }
 
 /// Passive outlier ejection.
@@ -252,6 +268,9 @@ pub struct Health {
     /// Good probes before an instance is healthy again.
     #[serde(default)]
     pub healthy_after: Option<u32>,
+    /// Time a probe may take (default: the backend's `timeout`, at most `interval`).
+    #[serde(default)]
+    pub timeout: Option<Duration>,
 }
 
 /// Fault injection.

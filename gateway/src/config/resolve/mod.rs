@@ -20,6 +20,7 @@ use super::raw::{self, GatewayFile, RoutesFile};
 
 mod access;
 mod auth;
+mod backends;
 mod routes;
 mod source;
 mod strangler;
@@ -280,91 +281,4 @@ impl Resolver<'_> {
             token: a.token.clone(),
         })
     }
-
-    fn backend(
-        &mut self,
-        gw: &Parsed<GatewayFile>,
-        name: &str,
-        b: &raw::Backend,
-    ) -> Option<Backend> {
-        let key = format!("backends.{name}");
-        let unsupported = [
-            ("max_concurrency", b.max_concurrency.is_some()),
-            ("breaker", b.breaker.is_some()),
-            ("retry", b.retry.is_some()),
-            ("outlier", b.outlier.is_some()),
-            ("hedge", b.hedge.is_some()),
-            ("health", b.health.is_some()),
-            ("fault", b.fault.is_some()),
-        ];
-        self.reject_unsupported(gw, &key, &unsupported);
-        let urls: Vec<(String, &String)> = match (&b.url, &b.urls) {
-            (Some(u), None) => vec![(format!("{key}.url"), u)],
-            (None, Some(us)) if !us.is_empty() => us
-                .iter()
-                .enumerate()
-                .map(|(i, u)| (format!("{key}.urls[{i}]"), u))
-                .collect(),
-            (Some(_), Some(_)) => {
-                self.errors
-                    .push(gw.diag(&key, "give either `url` or `urls`, not both"));
-                return None;
-            }
-            _ => {
-                self.errors
-                    .push(gw.diag(&key, "a backend needs `url` (or `urls`)"));
-                return None;
-            }
-        };
-        let mut instances = Vec::new();
-        for (k, u) in urls {
-            match parse_instance(u) {
-                Ok(i) => instances.push(i),
-                Err(msg) => self.errors.push(gw.diag(k, msg)),
-            }
-        }
-        if b.timeout.0.is_zero() || b.connect_timeout.0.is_zero() {
-            self.errors
-                .push(gw.diag(&key, "timeouts must be more than 0"));
-        }
-        Some(Backend {
-            name: name.to_string(),
-            instances,
-            connect_timeout: b.connect_timeout.0,
-            timeout: b.timeout.0,
-        })
-    }
-}
-
-fn parse_instance(url: &str) -> Result<Instance, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| format!("`{url}` is not a valid URL"))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` needs a scheme (http://)"))?;
-    if scheme != http::uri::Scheme::HTTP {
-        return Err(format!("`{url}`: only http:// backends are supported yet"));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("`{url}` needs a host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "`{url}`: credentials in backend URLs are not allowed"
-        ));
-    }
-    if uri.query().is_some() {
-        return Err(format!(
-            "`{url}`: a backend URL may not have a query string"
-        ));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Instance {
-        scheme,
-        authority,
-        base_path,
-    })
 }
