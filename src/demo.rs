@@ -33,10 +33,11 @@ pub(crate) const ROUTE_FILES: &[(&str, &str)] = &[
     ("routes/web.yaml", include_str!("../routes/web.yaml")),
 ];
 
-const BACKENDS: [&str; 7] = [
+const BACKENDS: [&str; 8] = [
     "orders",
     "users",
     "inventory",
+    "inventory-b",
     "payments",
     "monolith",
     "checkout-v2",
@@ -111,13 +112,17 @@ fn app(name: &str, jwks: &Value) -> Router {
                 Json(json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" }))
             }),
         ),
-        "inventory" => Router::new().route(
-            "/inventory",
-            get(|Query(q): Query<HashMap<String, String>>| async move {
-                let sku = q.get("sku").cloned().unwrap_or_else(|| "unknown".into());
-                Json(json!({ "sku": sku, "in_stock": true, "quantity": 7 }))
-            }),
-        ),
+        // Two instances of one backend (`urls`), told apart by `instance`.
+        "inventory" | "inventory-b" => {
+            let instance = if name == "inventory" { "a" } else { "b" };
+            Router::new().route(
+                "/inventory",
+                get(move |Query(q): Query<HashMap<String, String>>| async move {
+                    let sku = q.get("sku").cloned().unwrap_or_else(|| "unknown".into());
+                    Json(json!({ "sku": sku, "in_stock": true, "quantity": 7, "instance": instance }))
+                }),
+            )
+        }
         "payments" => Router::new().route(
             "/payments",
             post(|Json(body): Json<Value>| async move {
@@ -232,7 +237,8 @@ pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) 
         for (name, l) in listeners {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    let app = app(name, &idp.jwks);
+                    // Every demo service answers its health check.
+                    let app = app(name, &idp.jwks).route("/healthz", get(|| async { "ok" }));
                     tokio::spawn(async move {
                         let _ = axum::serve(l, app).await;
                     });
@@ -293,7 +299,8 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
     }
     if let Some(a) = admin {
         out.push_str(&format!(
-            "  # admin: the route table\n  curl -s http://{a}/routes\n\n"
+            "  # admin: the route table\n  curl -s http://{a}/routes\n\n  \
+             # admin: backends with their instances, health, breakers and recent latency\n  curl -s http://{a}/backends\n\n"
         ));
     }
     out
