@@ -2578,3 +2578,49 @@ fn a_route_file_without_any_auth_setting_is_valid_with_a_warning() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.to_lowercase().contains("warning"), "{stderr}");
 }
+
+/// `sticky: claim:tenant`: every user of one tenant lands on the same split target, and
+/// tenants spread over both targets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_sticky_by_claim_keeps_a_tenant_on_one_target() {
+    let b = Backend::start().await;
+    let c = Backend::start().await;
+    let gateway = gateway_config(&b.url(), "", &customers("")).replacen(
+        "auth:\n",
+        &format!("  c:\n    url: {}\n    timeout: 2s\nauth:\n", c.url()),
+        1,
+    );
+    let routes = routes_file(
+        "web",
+        "/web",
+        "auth: customers\n",
+        "  - id: s\n    path: /{*rest}\n    split: { targets: [{ backend: b, weight: 1 }, { backend: c, weight: 1 }], sticky: \"claim:tenant\" }\n",
+    );
+    let gw = start(gateway, vec![("web.yaml", routes)]).await;
+    let mut spread = (0, 0);
+    for tenant in 0..16 {
+        let (b0, c0) = (b.hits(), c.hits());
+        for user in 0..6 {
+            let token = rs(&with(
+                claims(&format!("user-{tenant}-{user}")),
+                json!({ "tenant": format!("tenant-{tenant}") }),
+            ));
+            let got = get_with_token(&gw, "/web/x", &token).await;
+            assert_eq!(got.status, 200);
+        }
+        let (to_b, to_c) = (b.hits() - b0, c.hits() - c0);
+        assert!(
+            (to_b, to_c) == (6, 0) || (to_b, to_c) == (0, 6),
+            "tenant-{tenant}: {to_b} to b, {to_c} to c"
+        );
+        if to_b > 0 {
+            spread.0 += 1
+        } else {
+            spread.1 += 1
+        }
+    }
+    assert!(
+        spread.0 >= 2 && spread.1 >= 2,
+        "16 tenants over two targets: {spread:?}"
+    );
+}

@@ -518,6 +518,8 @@ pub enum Sticky {
     Header(http::HeaderName),
     /// The client's address.
     Ip,
+    /// A claim of the authenticated caller (`claim:NAME`; the route must authenticate).
+    Claim(String),
 }
 
 /// Shadow traffic of a route.

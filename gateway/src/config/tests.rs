@@ -308,7 +308,7 @@ fn split_and_shadow_are_checked() {
         "routes[0].shadow.methods[0]: `get` is not a method",
         "routes[0].shadow.compare.ignore[0]: `updated_at` is not a JSON pointer",
         "routes[1].shadow: `shadow` goes beside `proxy` or `split`",
-        "routes[2].split.sticky: `claim:` stickiness needs auth, which is not supported yet",
+        "routes[2].split.sticky: `claim:` stickiness needs an authenticated route (set `auth` to a provider)",
     ] {
         assert!(all.contains(expect), "missing {expect:?} in\n{all}");
     }

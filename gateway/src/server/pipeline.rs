@@ -347,7 +347,7 @@ async fn route(
         }
         RouteHandler::Proxy(p) => (p, None),
         RouteHandler::Split(split) => {
-            let choice = split.choose(req.headers(), client, conn.tls);
+            let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
             (&choice.target.route, choice.set_cookie)
         }
     };

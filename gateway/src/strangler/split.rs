@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use http::header::{COOKIE, HeaderValue};
 use http::{HeaderMap, HeaderName};
 
+use crate::auth::Identity;
 use crate::config::Sticky;
 use crate::proxy::ProxyRoute;
 
@@ -87,7 +88,13 @@ impl SplitRoute {
     }
 
     /// Chooses the target for a request.
-    pub fn choose(&self, headers: &HeaderMap, client: IpAddr, tls: bool) -> Choice<'_> {
+    pub fn choose(
+        &self,
+        headers: &HeaderMap,
+        client: IpAddr,
+        tls: bool,
+        identity: Option<&Identity>,
+    ) -> Choice<'_> {
         if let Some(h) = &self.override_header
             && let Some(name) = headers.get(h).and_then(|v| v.to_str().ok())
             && let Some(target) = self.targets.iter().find(|t| t.name == name.trim())
@@ -116,6 +123,10 @@ impl SplitRoute {
                 None => fastrand::u64(..).to_le_bytes().to_vec(),
             },
             Some(Sticky::Ip) => client.to_string().into_bytes(),
+            Some(Sticky::Claim(name)) => match identity.and_then(|i| i.claim_text(name)) {
+                Some(v) => v.into_bytes(),
+                None => fastrand::u64(..).to_le_bytes().to_vec(),
+            },
             None => fastrand::u64(..).to_le_bytes().to_vec(),
         };
         Choice {

@@ -388,6 +388,15 @@ impl Resolver<'_> {
             ),
             None => (defaults.limits.clone(), true),
         };
+        if let (Some(Handler::Split(split)), Some(auth)) = (&handler, auth)
+            && matches!(split.sticky, Some(Sticky::Claim(_)))
+            && !matches!(auth, RouteAuth::Provider(_))
+        {
+            self.errors.push(file.diag(
+                format!("{key}.split.sticky"),
+                "`claim:` stickiness needs an authenticated route (set `auth` to a provider)",
+            ));
+        }
         if let Some(auth) = auth {
             self.check_identity_needs(
                 file,

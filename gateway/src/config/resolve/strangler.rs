@@ -80,9 +80,7 @@ impl Resolver<'_> {
                 Ok(Some(Source::Ip)) => return Some(Sticky::Ip),
                 Ok(Some(Source::Cookie(name))) => return Some(Sticky::Cookie(name)),
                 Ok(Some(Source::Header(h))) => return Some(Sticky::Header(h)),
-                Ok(Some(Source::Claim(_))) => {
-                    "`claim:` stickiness needs auth, which is not supported yet".to_string()
-                }
+                Ok(Some(Source::Claim(name))) => return Some(Sticky::Claim(name)),
                 Ok(_) => format!("`{text}`: expected cookie:NAME, header:NAME, claim:NAME or ip"),
                 Err(bad_name) => bad_name,
             };
