@@ -2,11 +2,14 @@
 
   python3 hang.py server PORT          a backend that accepts, reads, and never answers
   python3 hang.py clients URL N        N clients, each sending GET URL and waiting for the
-                                       answer (or 30 s), over and over; prints how many
-                                       answers came back by status when stopped (SIGTERM)
+                                       answer (or 30 s), over and over, waiting as long as
+                                       an answer's Retry-After says, give or take a half
+                                       (as well-behaved clients do); prints how many answers came back by status
+                                       when stopped (SIGTERM)
 """
 import asyncio
 import collections
+import random
 import signal
 import sys
 import urllib.parse
@@ -31,6 +34,7 @@ async def clients(url, n):
     request = f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode()
 
     async def one():
+        await asyncio.sleep(random.uniform(0, 1))
         while True:
             try:
                 reader, writer = await asyncio.open_connection(u.hostname, u.port)
@@ -40,11 +44,16 @@ async def clients(url, n):
                     if not line:
                         break
                     statuses[line.split()[1].decode()] += 1
-                    length = 0
+                    length, wait = 0, 0
                     while (h := await reader.readline()) not in (b"\r\n", b""):
-                        if h.lower().startswith(b"content-length:"):
-                            length = int(h.split(b":")[1])
+                        name, _, value = h.partition(b":")
+                        if name.lower() == b"content-length":
+                            length = int(value)
+                        elif name.lower() == b"retry-after":
+                            wait = int(value)
                     await reader.readexactly(length)
+                    # Clients are not synchronised: each waits Retry-After, give or take a half.
+                    await asyncio.sleep(wait * random.uniform(0.5, 1.5))
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
                 await asyncio.sleep(0.1)
 

@@ -7,10 +7,11 @@
 #   bench/run-hang.sh                      # 3 rounds x 10 s per mode (~1.5 min)
 #   ROUNDS=5 HANGERS=400 bench/run-hang.sh
 #
-# The stuck backend has `timeout: 5s` and `max_concurrency: 100`: with 200 hanging
-# clients, 100 requests are held at the backend at any time and the rest are refused at
-# once with 503 BULKHEAD_FULL. Prints each round, and the median ratios hang / healthy
-# (bar: throughput ≥ 0.9, p99 ≤ 1.1).
+# The stuck backend has `timeout: 5s` and `max_concurrency: 100`: with 200 clients on
+# it, 100 requests are held at the backend at any time (each ends in 504 after 5 s) and
+# the others are refused at once with 503 BULKHEAD_FULL and `Retry-After: 1`, which the
+# clients honour. Prints each round, and the median ratios hang / healthy (bar:
+# throughput ≥ 0.9, p99 ≤ 1.1).
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}

@@ -338,4 +338,36 @@ mod tests {
             &changed.providers["users"].1
         ));
     }
+
+    fn with_backends(c_failures: u32) -> Config {
+        let gateway = format!(
+            "backends:\n  b:\n    url: http://127.0.0.1:9\n  c:\n    urls: [http://127.0.0.1:10, http://127.0.0.1:11]\n    breaker: {{ consecutive_failures: {c_failures} }}\n    retry: {{ attempts: 1 }}\n"
+        );
+        let routes = "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: b\n    path: /b\n    proxy: { backend: b }\n  - id: c\n    path: /c\n    proxy: { backend: c }\n";
+        let sources = Sources {
+            dir: PathBuf::from("."),
+            gateway: Source {
+                name: "gateway.yaml".into(),
+                text: gateway,
+            },
+            routes: vec![Source {
+                name: "routes/t.yaml".into(),
+                text: routes.into(),
+            }],
+        };
+        crate::config::load(&sources, &|_| None).expect("valid test config")
+    }
+
+    /// A reload keeps the client stack (pools, breakers, budget, health) of a backend
+    /// whose settings did not change; a changed backend gets a fresh one.
+    #[tokio::test]
+    async fn reloads_keep_unchanged_backend_stacks() {
+        let first = Snapshot::build(with_backends(5), None);
+        let same = Snapshot::build(with_backends(5), Some(&first));
+        assert!(Arc::ptr_eq(&first.upstreams["b"], &same.upstreams["b"]));
+        assert!(Arc::ptr_eq(&first.upstreams["c"], &same.upstreams["c"]));
+        let changed = Snapshot::build(with_backends(6), Some(&same));
+        assert!(Arc::ptr_eq(&same.upstreams["b"], &changed.upstreams["b"]));
+        assert!(!Arc::ptr_eq(&same.upstreams["c"], &changed.upstreams["c"]));
+    }
 }

@@ -405,24 +405,27 @@ impl Upstream {
             deadline: deadline <= start + self.timeout,
         };
         let pool = endpoint.pool();
-        let conn = match tokio::time::timeout_at(limit, pool.checkout()).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(error)) => return self.failed(busy, ticket, error, Some(req), start),
-            Err(_) => return self.failed(busy, ticket, timeout, Some(req), start),
+        // One timer for the whole attempt; a failed checkout hands the request back.
+        let exchange = async {
+            let conn = match pool.checkout().await {
+                Ok(conn) => conn,
+                Err(error) => return Err((error, Some(req))),
+            };
+            if !pool.base_path().is_empty()
+                && let Some(target) = req.uri().path_and_query()
+                && let Ok(uri) = pool.uri(target.as_str())
+            {
+                *req.uri_mut() = uri;
+            }
+            conn.send(req).await.map_err(|error| (error, None))
         };
-        if !pool.base_path().is_empty()
-            && let Some(target) = req.uri().path_and_query()
-            && let Ok(uri) = pool.uri(target.as_str())
-        {
-            *req.uri_mut() = uri;
-        }
-        match tokio::time::timeout_at(limit, conn.send(req)).await {
+        match tokio::time::timeout_at(limit, exchange).await {
             Ok(Ok(res)) => {
                 let outcome = Outcome::Status(res.status().as_u16());
                 self.settle(&endpoint, ticket, outcome, start);
                 Attempt::Answer(res, busy)
             }
-            Ok(Err(error)) => self.failed(busy, ticket, error, None, start),
+            Ok(Err((error, unsent))) => self.failed(busy, ticket, error, unsent, start),
             Err(_) => self.failed(busy, ticket, timeout, None, start),
         }
     }
