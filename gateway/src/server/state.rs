@@ -283,6 +283,11 @@ mod tests {
         let routes = format!(
             "team: t\nprefix: /t\nauth: users\nroutes:\n  - id: limited\n    path: /a\n    rate_limit: [{limit}]\n    proxy: {{ backend: b }}\n  - id: other\n    path: /b\n    rate_limit: [{{ key: ip, rate: 1/s }}]\n    proxy: {{ backend: b }}\n"
         );
+        load(gateway, routes)
+    }
+
+    /// A valid config of `gateway.yaml` and one route file.
+    fn load(gateway: String, routes: String) -> Config {
         let sources = Sources {
             dir: PathBuf::from("."),
             gateway: Source {
@@ -344,18 +349,7 @@ mod tests {
             "backends:\n  b:\n    url: http://127.0.0.1:9\n  c:\n    urls: [http://127.0.0.1:10, http://127.0.0.1:11]\n    breaker: {{ consecutive_failures: {c_failures} }}\n    retry: {{ attempts: 1 }}\n"
         );
         let routes = "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: b\n    path: /b\n    proxy: { backend: b }\n  - id: c\n    path: /c\n    proxy: { backend: c }\n";
-        let sources = Sources {
-            dir: PathBuf::from("."),
-            gateway: Source {
-                name: "gateway.yaml".into(),
-                text: gateway,
-            },
-            routes: vec![Source {
-                name: "routes/t.yaml".into(),
-                text: routes.into(),
-            }],
-        };
-        crate::config::load(&sources, &|_| None).expect("valid test config")
+        load(gateway, routes.into())
     }
 
     /// A reload keeps the client stack (pools, breakers, budget, health) of a backend
