@@ -226,7 +226,7 @@ pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) 
             .collect(),
     };
     let lookup = |name: &str| vars.get(name).cloned().or_else(|| config::env_vars(name));
-    let cfg = match config::load(&sources, &lookup) {
+    let cfg = match config::load_with(&sources, &lookup, &bffs::extensions()) {
         Ok(c) => c,
         Err(e) => {
             eprint!("the built-in demo configuration is invalid:\n{e}");

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
 /// Loads a config directory, printing every error on failure.
 /// Warnings (valid, but probably not meant) go to stderr too.
 fn load(dir: &Path) -> Result<Config, ExitCode> {
-    let cfg = config::load_dir(dir).map_err(|e| {
+    let cfg = config::load_dir(dir, &bffs::extensions()).map_err(|e| {
         eprint!("{e}");
         ExitCode::from(INVALID_CONFIG)
     })?;

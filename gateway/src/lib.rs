@@ -9,8 +9,9 @@
 //!   → router    normalised path → route (per method)
 //!   → route     route deadline · edge rate limits · auth (401) · require (403)
 //!               · identity rate limits · CORS
-//!   → handler   proxy | static
-//!   → backend   per-backend client: timeout → balancer → connection pool
+//!   → handler   proxy | static | split (+ shadow) | extension (aggregate, BFF modules)
+//!   → backend   per-backend stack: fault → bulkhead → instance (health, ejection,
+//!               breaker) → attempt (timeout, hedge) → retry (budget, backoff)
 //! ```
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod body;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod extend;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routing;

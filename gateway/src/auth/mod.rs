@@ -47,6 +47,11 @@ impl Identity {
         self.api_key.as_deref()
     }
 
+    /// The token's claims (empty for API keys).
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
     /// A claim as text: strings as they are, numbers and booleans as JSON.
     pub fn claim_text(&self, name: &str) -> Option<String> {
         self.claims.get(name).and_then(scalar_text)

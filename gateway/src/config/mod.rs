@@ -18,7 +18,7 @@ pub mod yaml;
 pub use error::{Diagnostic, Error};
 pub use load::{Source, Sources};
 pub use model::*;
-pub use resolve::{env_vars, load};
+pub use resolve::{env_vars, load, load_with};
 
 /// The JSON Schemas of both file kinds, as one JSON document:
 /// `{"gateway.yaml": {...}, "routes/<team>.yaml": {...}}`.
@@ -32,7 +32,10 @@ pub fn json_schema() -> serde_json::Value {
 }
 
 /// Loads `DIR/gateway.yaml` and `DIR/routes/*.yaml` with the process environment.
-pub fn load_dir(dir: &std::path::Path) -> Result<Config, Error> {
+pub fn load_dir(
+    dir: &std::path::Path,
+    extensions: &crate::extend::Extensions,
+) -> Result<Config, Error> {
     let sources = Sources::read_dir(dir).map_err(|diagnostics| Error { diagnostics })?;
-    load(&sources, &env_vars)
+    load_with(&sources, &env_vars, extensions)
 }

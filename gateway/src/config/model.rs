@@ -465,6 +465,8 @@ pub enum Handler {
     Static(Static),
     /// Weighted, sticky split between backends.
     Split(Split),
+    /// A handler built by an extension (`aggregate`, BFF modules).
+    Extension(Arc<dyn crate::extend::Plan>),
 }
 
 impl Handler {
@@ -474,6 +476,7 @@ impl Handler {
             Handler::Proxy(_) => "proxy",
             Handler::Static(_) => "static",
             Handler::Split(_) => "split",
+            Handler::Extension(plan) => plan.kind(),
         }
     }
 
@@ -483,6 +486,7 @@ impl Handler {
             Handler::Proxy(p) => vec![p.backend],
             Handler::Static(_) => vec![],
             Handler::Split(s) => s.targets.iter().map(|t| t.backend).collect(),
+            Handler::Extension(plan) => plan.backends(),
         }
     }
 }

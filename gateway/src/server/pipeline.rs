@@ -346,6 +346,31 @@ async fn route(
             return Ok(res);
         }
         RouteHandler::Proxy(p) => (p, None),
+        RouteHandler::Extension(handler) => {
+            let params = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let query = query.map(str::to_string);
+            let context = proxy_context(
+                entry,
+                conn,
+                &req,
+                request_id,
+                traceparent,
+                edge,
+                deadline,
+                identity,
+            );
+            return handler
+                .handle(crate::extend::HandlerRequest {
+                    request: req,
+                    params,
+                    query,
+                    context,
+                })
+                .await;
+        }
         RouteHandler::Split(split) => {
             let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
             (&choice.target.route, choice.set_cookie)

@@ -54,6 +54,8 @@ pub enum RouteHandler {
     Static(config::Static),
     /// Weighted, sticky split.
     Split(SplitRoute),
+    /// A handler of an extension (aggregate, BFF modules).
+    Extension(Arc<dyn crate::extend::Handler>),
 }
 
 /// Edge settings copied out of the config for the hot path.
@@ -144,6 +146,7 @@ impl Snapshot {
                     strip_prefix: p.strip_prefix,
                 }),
                 Handler::Static(s) => RouteHandler::Static(s.clone()),
+                Handler::Extension(plan) => RouteHandler::Extension(plan.build(&by_id)),
                 Handler::Split(s) => RouteHandler::Split(SplitRoute {
                     targets: s
                         .targets

@@ -17,6 +17,7 @@ use super::error::{Diagnostic, Error};
 use super::load::{Parsed, Sources, parse_file};
 use super::model::*;
 use super::raw::{self, GatewayFile, RoutesFile};
+use crate::extend::Extensions;
 
 mod access;
 mod auth;
@@ -28,7 +29,17 @@ mod strangler;
 use routes::Known;
 
 /// Loads, checks and resolves a configuration. Every error found is returned at once.
+/// Route keys of extensions (`aggregate`, ...) are refused as not supported.
 pub fn load(sources: &Sources, vars: &dyn Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    load_with(sources, vars, &Extensions::none())
+}
+
+/// [`load`] with the handlers of `extensions`.
+pub fn load_with(
+    sources: &Sources,
+    vars: &dyn Fn(&str) -> Option<String>,
+    extensions: &Extensions,
+) -> Result<Config, Error> {
     let mut errors = Vec::new();
     let gateway: Parsed<GatewayFile> = parse_file(&sources.gateway, vars, &mut errors);
     let files: Vec<Parsed<RoutesFile>> = sources
@@ -40,6 +51,7 @@ pub fn load(sources: &Sources, vars: &dyn Fn(&str) -> Option<String>) -> Result<
         errors,
         warnings: Vec::new(),
         sources,
+        extensions,
     };
     let config = r.resolve(&gateway, &files);
     if r.errors.is_empty()
@@ -62,6 +74,7 @@ struct Resolver<'a> {
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     sources: &'a Sources,
+    extensions: &'a Extensions,
 }
 
 impl Resolver<'_> {

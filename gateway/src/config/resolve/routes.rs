@@ -293,7 +293,10 @@ impl Resolver<'_> {
         }
         let unsupported = [
             ("cache", r.cache.is_some()),
-            ("aggregate", r.aggregate.is_some()),
+            (
+                "aggregate",
+                r.aggregate.is_some() && self.extensions.get("aggregate").is_none(),
+            ),
             ("handler", r.handler.is_some()),
         ];
         self.reject_unsupported(file, key, &unsupported);
@@ -356,12 +359,28 @@ impl Resolver<'_> {
                 format!("a route needs exactly one handler (proxy, static, aggregate, split or handler); found {handler_count}"),
             ));
         }
+        // A route's own auth, require and limits replace the file's.
+        let auth = match &r.auth {
+            Some(a) => self.auth_ref(file, &format!("{key}.auth"), a, known),
+            None => Some(defaults.auth.unwrap_or(RouteAuth::Unset)),
+        };
         let handler = if let Some(p) = &r.proxy {
             self.proxy(file, key, p, pattern.as_ref(), team, known)
         } else if let Some(s) = &r.static_ {
             self.static_handler(file, key, s)
         } else if let Some(s) = &r.split {
             self.split(file, key, s, team, known)
+        } else if let Some(block) = &r.aggregate {
+            let authenticated = matches!(auth, Some(RouteAuth::Provider(_)));
+            self.extension(
+                file,
+                &format!("{key}.aggregate"),
+                "aggregate",
+                block,
+                own.as_ref(),
+                authenticated,
+                known,
+            )
         } else {
             None
         };
@@ -369,11 +388,6 @@ impl Resolver<'_> {
             .shadow
             .as_ref()
             .and_then(|s| self.shadow(file, key, s, Some(r), known));
-        // A route's own auth, require and limits replace the file's.
-        let auth = match &r.auth {
-            Some(a) => self.auth_ref(file, &format!("{key}.auth"), a, known),
-            None => Some(defaults.auth.unwrap_or(RouteAuth::Unset)),
-        };
         // A public route has nobody to require anything of: the file's `require` is for
         // its authenticated routes.
         let require = match (&r.require, auth) {
@@ -472,6 +486,51 @@ impl Resolver<'_> {
             path,
             strip_prefix,
         }))
+    }
+
+    /// A handler built by an extension (`aggregate`, ...): its findings become errors
+    /// under `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn extension(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        key: &str,
+        kind: &str,
+        block: &serde_json::Value,
+        pattern: Option<&crate::routing::Pattern>,
+        authenticated: bool,
+        known: &Known<'_>,
+    ) -> Option<Handler> {
+        let extension = self.extensions.get(kind)?.clone();
+        let lookup = |name: &str| match known.backend_ids.get(name) {
+            Some(id) => Ok(*id),
+            None if known.broken_backends.contains(&name) => Err(None),
+            None => Err(Some(format!(
+                "unknown backend `{name}`; {}",
+                known.defined("backends", known.backend_ids.keys())
+            ))),
+        };
+        let info = crate::extend::RouteInfo {
+            params: pattern
+                .map(|p| p.param_names().map(str::to_string).collect())
+                .unwrap_or_default(),
+            authenticated,
+            backend: &lookup,
+        };
+        match extension.resolve(block, &info) {
+            Ok(plan) => Some(Handler::Extension(plan)),
+            Err(findings) => {
+                for (below, message) in findings {
+                    let k = if below.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{key}.{below}")
+                    };
+                    self.errors.push(file.diag(k, message));
+                }
+                None
+            }
+        }
     }
 
     fn static_handler(
