@@ -106,12 +106,21 @@ fn app(name: &str, jwks: &Value) -> Router {
                 "/orders/{id}",
                 get(|Path(id): Path<String>| async move { Json(order_for(&id)) }),
             ),
-        "users" => Router::new().route(
-            "/users/{id}",
-            get(|Path(id): Path<String>| async move {
-                Json(json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" }))
-            }),
-        ),
+        "users" => Router::new()
+            .route(
+                "/users/{id}",
+                get(|Path(id): Path<String>| async move {
+                    Json(json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" }))
+                }),
+            )
+            // Slow on purpose: the order page's call gives up after 150 ms.
+            .route(
+                "/users/{id}/recommendations",
+                get(|Path(id): Path<String>| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                    Json(json!({ "for": id, "skus": ["sku-3", "sku-9"] }))
+                }),
+            ),
         // Two instances of one backend (`urls`), told apart by `instance`.
         "inventory" | "inventory-b" => {
             let instance = if name == "inventory" { "a" } else { "b" };
@@ -266,6 +275,10 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
         (
             "web: an order, proxied to the orders service (as user-7 of tenant acme)",
             format!("curl -s {auth} {base}/web/orders/42"),
+        ),
+        (
+            "web: the order page, aggregated from four backend calls (one too slow: a partial answer)",
+            format!("curl -s -i {auth} {base}/web/order-page/42"),
         ),
         (
             "web: a customer; the token may also come in the `session` cookie",
