@@ -244,6 +244,12 @@ impl Problem {
         }
     }
 
+    /// The same problem with another detail (the gateway's own words).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     /// The status answered.
     pub fn status(&self) -> StatusCode {
         self.status.unwrap_or(self.code.status())

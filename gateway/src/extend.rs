@@ -6,6 +6,11 @@
 //! a [`Plan`] (errors come back with keys relative to the block, so they carry file and
 //! line like every other error). When a config snapshot is built, each plan gets the
 //! client stacks of its backends and becomes a running [`Handler`].
+//!
+//! A route file may also select a BFF [`Module`] (`bff: NAME`, options under `NAME:`):
+//! the module checks its options once per file and returns a [`Layer`], whose hooks run
+//! around every route of the file — before the handler (it may refuse the request) and
+//! on the handler's response (it may reshape it).
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -83,16 +88,56 @@ pub trait Handler: Send + Sync + Debug {
     fn handle(&self, req: HandlerRequest) -> Reply<'_>;
 }
 
+/// What a layer knows of the request once the handler has it.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The method.
+    pub method: http::Method,
+    /// The client's headers.
+    pub headers: http::HeaderMap,
+    /// The query string.
+    pub query: Option<String>,
+}
+
+/// A boxed response hook future.
+pub type Reshaped<'a> = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
+
+/// The hooks of a BFF module around the routes of one file.
+pub trait Layer: Send + Sync + Debug {
+    /// Before the handler; an error answers the request instead.
+    fn on_request(&self, _request: &Exchange) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// On the handler's response (not on the gateway's problem answers).
+    fn on_response(&self, request: Exchange, response: Response<ResponseBody>) -> Reshaped<'_>;
+}
+
+/// A BFF module: a name, a typed options block, and the layer it puts around a file.
+pub trait Module: Send + Sync {
+    /// `bff: NAME` selects it; its options sit under `NAME:` (`mobile:`, `partner:`) or
+    /// `options:`.
+    fn name(&self) -> &'static str;
+
+    /// The JSON Schema of its options (for `portico schema` and editors).
+    fn options_schema(&self) -> serde_json::Value;
+
+    /// Checks the options (absent: `None`) and makes the file's layer.
+    fn layer(&self, options: Option<&serde_json::Value>) -> Result<Arc<dyn Layer>, Vec<Finding>>;
+}
+
 /// The extensions a gateway build knows.
 #[derive(Clone, Default)]
 pub struct Extensions {
     list: Vec<Arc<dyn Extension>>,
+    modules: Vec<Arc<dyn Module>>,
 }
 
 impl Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
             .entries(self.list.iter().map(|e| e.key()))
+            .entries(self.modules.iter().map(|m| m.name()))
             .finish()
     }
 }
@@ -112,5 +157,21 @@ impl Extensions {
     /// The extension for `key`.
     pub fn get(&self, key: &str) -> Option<&Arc<dyn Extension>> {
         self.list.iter().find(|e| e.key() == key)
+    }
+
+    /// Adds a BFF module.
+    pub fn with_module(mut self, module: Arc<dyn Module>) -> Self {
+        self.modules.push(module);
+        self
+    }
+
+    /// The module named `name`.
+    pub fn module(&self, name: &str) -> Option<&Arc<dyn Module>> {
+        self.modules.iter().find(|m| m.name() == name)
+    }
+
+    /// The modules' names.
+    pub fn module_names(&self) -> Vec<&'static str> {
+        self.modules.iter().map(|m| m.name()).collect()
     }
 }

@@ -31,11 +31,11 @@ use template::{Names, Template};
 /// Default cap on fan-out calls per call.
 const DEFAULT_FAN_OUT: usize = 20;
 
-/// The `aggregate` block.
+/// The `aggregate` block (each call is read on its own, so errors point into it).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
-    calls: BTreeMap<String, CallSpec>,
+    calls: BTreeMap<String, Value>,
 }
 
 /// One call of the block.
@@ -121,13 +121,30 @@ impl Extension for Aggregate {
             findings.push(("calls".into(), "list at least one call".into()));
         }
         let names: Vec<String> = spec.calls.keys().cloned().collect();
+        let mut specs = BTreeMap::new();
+        for (name, value) in &spec.calls {
+            match serde_json::from_value::<CallSpec>(value.clone()) {
+                Ok(c) => {
+                    specs.insert(name.clone(), c);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    // Point at the offending key when serde names it.
+                    let below = message
+                        .strip_prefix("unknown field `")
+                        .and_then(|rest| rest.split('`').next())
+                        .map_or(String::new(), |field| format!(".{field}"));
+                    findings.push((format!("calls.{name}{below}"), message));
+                }
+            }
+        }
         let template_names = Names {
             params: &route.params,
             calls: &names,
             authenticated: route.authenticated,
         };
         let mut calls = Vec::new();
-        for (name, c) in &spec.calls {
+        for (name, c) in &specs {
             let key = format!("calls.{name}");
             if matches!(name.as_str(), "query" | "header" | "claims" | "_errors")
                 || name.contains('.')

@@ -193,7 +193,10 @@ impl Aggregator {
         self.calls.iter().zip(done).find_map(|(c, d)| match d {
             Some(Done::Failed(f)) if c.required => {
                 tracing::debug!(call = %c.name, code = f.code, "required call failed");
-                Some(Problem::clone(&f.problem))
+                Some(
+                    Problem::clone(&f.problem)
+                        .with_detail(format!("required call `{}` failed: {}", c.name, f.detail)),
+                )
             }
             _ => None,
         })
