@@ -293,6 +293,12 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
             format!("curl -s '{base}/mobile/inventory?sku=sku-42'"),
         ),
         (
+            "mobile: the order page for the app, only the members it shows, gzip if accepted",
+            format!(
+                "curl -s --compressed '{base}/mobile/order-page/42?fields=order.status,stock.quantity'"
+            ),
+        ),
+        (
             "partner: create a payment with the partner's API key",
             format!(
                 "curl -s -X POST -H 'x-api-key: {DEMO_API_KEY}' -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"

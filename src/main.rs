@@ -90,7 +90,19 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Schema => {
-            let schema = config::json_schema();
+            let mut schema = config::json_schema();
+            // The built-in modules' typed options, where the file has their block.
+            for module in bffs::modules() {
+                if let Some(block) =
+                    schema["routes/<team>.yaml"]["properties"].get_mut(module.name())
+                {
+                    let mut options = module.options_schema();
+                    if let Some(o) = options.as_object_mut() {
+                        o.remove("$schema");
+                    }
+                    *block = options;
+                }
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()

@@ -42,6 +42,8 @@ pub enum Code {
     /// Fault injection failed the request (chaos experiments); the status is the
     /// configured one.
     FaultInjected,
+    /// The client app is older than the route file's `min_app_version`.
+    UpgradeRequired,
 }
 
 impl Code {
@@ -58,6 +60,7 @@ impl Code {
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout | Code::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Code::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Code::CircuitOpen | Code::BulkheadFull | Code::FaultInjected => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -81,6 +84,7 @@ impl Code {
             Code::CircuitOpen => "CIRCUIT_OPEN",
             Code::BulkheadFull => "BULKHEAD_FULL",
             Code::FaultInjected => "FAULT_INJECTED",
+            Code::UpgradeRequired => "UPGRADE_REQUIRED",
         }
     }
 
@@ -100,6 +104,7 @@ impl Code {
             Code::CircuitOpen => "Circuit open",
             Code::BulkheadFull => "Backend at capacity",
             Code::FaultInjected => "Fault injected",
+            Code::UpgradeRequired => "Upgrade required",
         }
     }
 

@@ -359,3 +359,11 @@ impl Plan for AggregatePlan {
         })
     }
 }
+
+/// A query parameter's decoded value.
+pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    template::query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}

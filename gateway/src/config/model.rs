@@ -320,6 +320,8 @@ pub struct Route {
     pub require: Option<Require>,
     /// CORS of the route's file.
     pub cors: Option<Arc<Cors>>,
+    /// The hooks of the file's BFF module (`bff:`).
+    pub layer: Option<Arc<dyn crate::extend::Layer>>,
 }
 
 /// Index of an auth provider in [`Config::auth`].

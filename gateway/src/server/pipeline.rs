@@ -336,6 +336,20 @@ async fn route(
     };
     let query = query.as_deref();
 
+    // A BFF module's layer sees the request first and the handler's answer last.
+    let exchange = match &entry.layer {
+        None => None,
+        Some(layer) => {
+            let exchange = crate::extend::Exchange {
+                method: req.method().clone(),
+                headers: req.headers().clone(),
+                query: query.map(str::to_string),
+            };
+            layer.on_request(&exchange)?;
+            Some(exchange)
+        }
+    };
+
     // Handler. A split picks its target (and maybe a sticky cookie to set), then proxies.
     let (p, set_cookie) = match &entry.handler {
         RouteHandler::Static(s) => {
@@ -343,7 +357,7 @@ async fn route(
             let mut res = Response::new(ResponseBody::full(s.body.clone()));
             *res.status_mut() = s.status;
             *res.headers_mut() = s.headers.clone();
-            return Ok(res);
+            return reshape(entry, exchange, Ok(res)).await;
         }
         RouteHandler::Proxy(p) => (p, None),
         RouteHandler::Extension(handler) => {
@@ -362,7 +376,7 @@ async fn route(
                 deadline,
                 identity,
             );
-            return handler
+            let res = handler
                 .handle(crate::extend::HandlerRequest {
                     request: req,
                     params,
@@ -370,6 +384,7 @@ async fn route(
                     context,
                 })
                 .await;
+            return reshape(entry, exchange, res).await;
         }
         RouteHandler::Split(split) => {
             let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
@@ -393,7 +408,19 @@ async fn route(
     if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
         res.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
-    res
+    reshape(entry, exchange, res).await
+}
+
+/// The module layer's response hook, on the handler's own answers.
+async fn reshape(
+    entry: &RouteEntry,
+    exchange: Option<crate::extend::Exchange>,
+    res: Result<Response<ResponseBody>, Problem>,
+) -> Result<Response<ResponseBody>, Problem> {
+    match (res, exchange, &entry.layer) {
+        (Ok(res), Some(exchange), Some(layer)) => Ok(layer.on_response(exchange, res).await),
+        (res, _, _) => res,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

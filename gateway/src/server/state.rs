@@ -43,6 +43,8 @@ pub struct RouteEntry {
     pub cors: Option<Arc<config::Cors>>,
     /// The route's methods (`None` = all), for CORS preflights.
     pub methods: Option<Vec<http::Method>>,
+    /// The hooks of the file's BFF module.
+    pub layer: Option<Arc<dyn crate::extend::Layer>>,
 }
 
 /// A route's resolved handler.
@@ -197,6 +199,7 @@ impl Snapshot {
                 require: r.require.clone(),
                 cors: r.cors.clone(),
                 methods: r.methods.clone(),
+                layer: r.layer.clone(),
             };
             (r.pattern.clone(), r.methods.clone(), entry)
         });

@@ -39,6 +39,9 @@ pub struct RoutesFile {
     /// Options of the `partner` BFF module.
     #[serde(default)]
     pub partner: Option<serde_json::Value>,
+    /// Options of a custom BFF module (`bff: NAME` other than mobile and partner).
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
     /// The routes.
     #[serde(default)]
     pub routes: Vec<Route>,

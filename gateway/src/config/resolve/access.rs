@@ -19,6 +19,7 @@ pub(super) struct FileDefaults {
     pub(super) require: Option<Require>,
     pub(super) cors: Option<Arc<Cors>>,
     pub(super) limits: Vec<Limit>,
+    pub(super) layer: Option<Arc<dyn crate::extend::Layer>>,
 }
 
 impl Resolver<'_> {

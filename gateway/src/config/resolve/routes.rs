@@ -224,13 +224,8 @@ impl Resolver<'_> {
         f: &RoutesFile,
         known: &Known<'_>,
     ) -> FileDefaults {
-        let unsupported = [
-            ("bff", f.bff.is_some()),
-            ("graphql", f.graphql.is_some()),
-            ("mobile", f.mobile.is_some()),
-            ("partner", f.partner.is_some()),
-        ];
-        self.reject_unsupported(file, "", &unsupported);
+        self.reject_unsupported(file, "", &[("graphql", f.graphql.is_some())]);
+        let layer = self.module(file, f);
         let unset: Vec<&str> = f
             .routes
             .iter()
@@ -270,6 +265,82 @@ impl Resolver<'_> {
                 Some(list) => self.rate_limits(file, "rate_limit", list),
                 None => Vec::new(),
             },
+            layer,
+        }
+    }
+
+    /// The file's BFF module (`bff: NAME`) with its options (under `NAME:` for the
+    /// built-in `mobile` and `partner`, else under `options:`), as the layer of its routes.
+    fn module(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        f: &RoutesFile,
+    ) -> Option<Arc<dyn crate::extend::Layer>> {
+        let blocks = [
+            ("mobile", f.mobile.as_ref()),
+            ("partner", f.partner.as_ref()),
+            ("options", f.options.as_ref()),
+        ];
+        let Some(name) = f.bff.as_deref() else {
+            for (key, block) in blocks {
+                if block.is_some() {
+                    let what = if key == "options" { "NAME" } else { key };
+                    self.errors.push(file.diag(
+                        key,
+                        format!("`{key}` holds the options of a BFF module: add `bff: {what}`"),
+                    ));
+                }
+            }
+            return None;
+        };
+        let Some(module) = self.extensions.module(name).cloned() else {
+            let mut known = self.extensions.module_names();
+            known.sort_unstable();
+            self.errors.push(file.diag(
+                "bff",
+                format!(
+                    "unknown BFF module `{name}`; this build has: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+            return None;
+        };
+        let own_key = if matches!(name, "mobile" | "partner") {
+            name
+        } else {
+            "options"
+        };
+        for (key, block) in blocks {
+            if key != own_key && block.is_some() {
+                self.errors.push(file.diag(
+                    key,
+                    format!(
+                        "`{key}` is not the options of `bff: {name}` (they go under `{own_key}:`)"
+                    ),
+                ));
+            }
+        }
+        let options = blocks
+            .iter()
+            .find(|(k, _)| *k == own_key)
+            .and_then(|(_, b)| *b);
+        match module.layer(options) {
+            Ok(layer) => Some(layer),
+            Err(findings) => {
+                for (below, message) in findings {
+                    let key = if below.is_empty() {
+                        own_key.to_string()
+                    } else {
+                        format!("{own_key}.{below}")
+                    };
+                    self.errors.push(file.diag(key, message));
+                }
+                None
+            }
         }
     }
 
@@ -438,6 +509,7 @@ impl Resolver<'_> {
             auth: auth?,
             require,
             cors: defaults.cors.clone(),
+            layer: defaults.layer.clone(),
         })
     }
 

@@ -1,0 +1,185 @@
+//! The [`Bff`] trait: what a BFF module is, and the adapter that makes one a gateway
+//! [`Module`].
+//!
+//! A module has a name (`bff: NAME` in a route file selects it), a typed options block
+//! (read with serde, described with schemars), and hooks around every route of the
+//! file: on the request, on the response head, and — when it asks for it — on the
+//! handler's JSON answer and on the final body. Register it in [`crate::modules`].
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway::body::ResponseBody;
+use gateway::error::{Code, Problem};
+use gateway::extend::{Exchange, Finding, Layer, Module, Reshaped};
+use http::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::response::Parts;
+use http_body_util::BodyExt;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The largest answer a module reads in full (larger ones pass through untouched).
+pub const MAX_SHAPED_BODY: u64 = 8 * 1024 * 1024;
+
+/// A BFF module.
+pub trait Bff: Send + Sync + 'static {
+    /// Its options (`Default` when the file gives none).
+    type Options: DeserializeOwned + JsonSchema + Default + Debug + Send + Sync + 'static;
+
+    /// The name route files select it with.
+    const NAME: &'static str;
+
+    /// Checks the options beyond their types: `(key below the block, message)` each.
+    fn check(_options: &Self::Options) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    /// Before the handler; an error answers the request instead.
+    fn on_request(_options: &Self::Options, _request: &Exchange) -> Result<(), Problem> {
+        Ok(())
+    }
+
+    /// Every answer's head (the body streams on untouched unless [`Bff::reads_body`]).
+    fn on_head(_options: &Self::Options, _request: &Exchange, _head: &mut Parts) {}
+
+    /// Whether the module needs successful JSON answers in full ([`Bff::on_json`],
+    /// [`Bff::on_body`]).
+    fn reads_body(_options: &Self::Options) -> bool {
+        false
+    }
+
+    /// A successful JSON answer, parsed, to reshape.
+    fn on_json(_options: &Self::Options, _request: &Exchange, _json: &mut Value) {}
+
+    /// The final body of a successful JSON answer (after `on_json`): may set headers,
+    /// replace the body (compression) or answer 304 instead.
+    fn on_body(
+        _options: &Self::Options,
+        _request: &Exchange,
+        _head: &mut Parts,
+        body: Bytes,
+    ) -> Bytes {
+        body
+    }
+}
+
+/// A [`Bff`] as a gateway [`Module`].
+pub struct Registered<B>(PhantomData<fn() -> B>);
+
+impl<B: Bff> Registered<B> {
+    /// The module, for the registry.
+    pub fn module() -> Arc<dyn Module> {
+        Arc::new(Registered::<B>(PhantomData))
+    }
+}
+
+impl<B: Bff> Module for Registered<B> {
+    fn name(&self) -> &'static str {
+        B::NAME
+    }
+
+    fn options_schema(&self) -> Value {
+        serde_json::to_value(schemars::schema_for!(B::Options)).unwrap_or_default()
+    }
+
+    fn layer(&self, options: Option<&Value>) -> Result<Arc<dyn Layer>, Vec<Finding>> {
+        let options: B::Options = match options {
+            None => B::Options::default(),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                let message = e.to_string();
+                let below = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .unwrap_or_default()
+                    .to_string();
+                vec![(below, message)]
+            })?,
+        };
+        let findings = B::check(&options);
+        if !findings.is_empty() {
+            return Err(findings);
+        }
+        Ok(Arc::new(BffLayer::<B> { options }))
+    }
+}
+
+/// The layer of one file: the module's options and its hooks.
+struct BffLayer<B: Bff> {
+    options: B::Options,
+}
+
+impl<B: Bff> Debug for BffLayer<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BffLayer")
+            .field("module", &B::NAME)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+fn is_json(head: &Parts) -> bool {
+    head.headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .is_some_and(|m| m.eq_ignore_ascii_case("application/json") || m.ends_with("+json"))
+}
+
+impl<B: Bff> Layer for BffLayer<B> {
+    fn on_request(&self, request: &Exchange) -> Result<(), Problem> {
+        B::on_request(&self.options, request)
+    }
+
+    fn on_response(&self, request: Exchange, response: Response<ResponseBody>) -> Reshaped<'_> {
+        Box::pin(async move {
+            let (mut head, body) = response.into_parts();
+            B::on_head(&self.options, &request, &mut head);
+            let declared = head
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if !B::reads_body(&self.options)
+                || !head.status.is_success()
+                || !is_json(&head)
+                || declared.is_some_and(|n| n > MAX_SHAPED_BODY)
+            {
+                return Response::from_parts(head, body);
+            }
+            let bytes = match http_body_util::Limited::new(body, MAX_SHAPED_BODY as usize)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    let request_id = head
+                        .headers
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    return Problem::new(
+                        Code::UpstreamUnavailable,
+                        "the answer broke off or is too large to shape",
+                    )
+                    .into_response(&request_id);
+                }
+            };
+            let bytes = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(mut json) => {
+                    B::on_json(&self.options, &request, &mut json);
+                    Bytes::from(json.to_string())
+                }
+                Err(_) => bytes,
+            };
+            head.headers.remove(CONTENT_LENGTH);
+            let bytes = B::on_body(&self.options, &request, &mut head, bytes);
+            Response::from_parts(head, ResponseBody::full(bytes))
+        })
+    }
+}
