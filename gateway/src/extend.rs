@@ -97,6 +97,8 @@ pub struct Exchange {
     pub headers: http::HeaderMap,
     /// The query string.
     pub query: Option<String>,
+    /// The request's id (the `X-Request-Id` the answer will carry).
+    pub request_id: String,
 }
 
 /// A boxed response hook future.

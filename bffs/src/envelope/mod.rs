@@ -5,7 +5,6 @@
 //! for every endpoint. Options under `options:`: `key` (default `data`).
 
 use gateway::extend::{Exchange, Finding};
-use http::response::Parts;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,29 +51,12 @@ impl Bff for Envelope {
         true
     }
 
-    fn on_json(options: &EnvelopeOptions, _request: &Exchange, json: &mut Value) {
+    fn on_json(options: &EnvelopeOptions, request: &Exchange, json: &mut Value) {
         let answer = json.take();
-        *json = json!({ options.key.as_str(): answer, "meta": {} });
-    }
-
-    fn on_body(
-        _: &EnvelopeOptions,
-        _request: &Exchange,
-        head: &mut Parts,
-        body: bytes::Bytes,
-    ) -> bytes::Bytes {
-        // The request id is on the answer's head: fill it in now.
-        let Ok(mut json) = serde_json::from_slice::<Value>(&body) else {
-            return body;
-        };
-        if let Some(id) = head
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            json["meta"]["request_id"] = Value::String(id.to_string());
-        }
-        bytes::Bytes::from(json.to_string())
+        *json = json!({
+            options.key.as_str(): answer,
+            "meta": { "request_id": request.request_id },
+        });
     }
 }
 
@@ -87,6 +69,7 @@ mod tests {
             method: http::Method::GET,
             headers: http::HeaderMap::new(),
             query: None,
+            request_id: "req-1".into(),
         }
     }
 
@@ -97,20 +80,8 @@ mod tests {
         };
         let mut json = json!({"id": 7});
         Envelope::on_json(&options, &exchange(), &mut json);
-        let (mut head, ()) = http::Response::builder()
-            .header("x-request-id", "req-1")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let body = Envelope::on_body(
-            &options,
-            &exchange(),
-            &mut head,
-            bytes::Bytes::from(json.to_string()),
-        );
-        let out: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
-            out,
+            json,
             json!({"result": {"id": 7}, "meta": {"request_id": "req-1"}})
         );
     }

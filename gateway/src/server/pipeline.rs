@@ -344,6 +344,7 @@ async fn route(
                 method: req.method().clone(),
                 headers: req.headers().clone(),
                 query: query.map(str::to_string),
+                request_id: request_id.to_str().unwrap_or_default().to_string(),
             };
             layer.on_request(&exchange)?;
             Some(exchange)
