@@ -8,7 +8,6 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -223,14 +222,6 @@ async fn silent_backend() -> (SocketAddr, mpsc::UnboundedReceiver<(bool, Instant
         }
     });
     (addr, rx)
-}
-
-/// `http://127.0.0.1:PORT` where nothing listens (connection refused).
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1320,18 +1311,7 @@ fn validate(calls: &str) -> (i32, String) {
 fn validate_file(routes: &str) -> (i32, String) {
     let gw = "backends:\n  orders:\n    url: http://127.0.0.1:1\n  users:\n    url: http://127.0.0.1:1\n";
     let dir = ConfigDir::new(gw, &[("web.yaml", routes)]);
-    let out = Command::new(bin())
-        .args(["validate", "--config", dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    validate_dir(&dir)
 }
 
 /// The line number of the first `routes/web.yaml:N:` message that names `key`.

@@ -199,14 +199,6 @@ impl Catalog {
     }
 }
 
-/// `http://127.0.0.1:PORT` where nothing listens (connection refused).
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
-}
-
 // ---------------------------------------------------------------------------------------
 // Configuration and requests.
 // ---------------------------------------------------------------------------------------
@@ -995,18 +987,7 @@ fn validate(head: &str) -> (i32, String) {
     );
     let gw = "backends:\n  b:\n    url: http://127.0.0.1:1\n";
     let dir = ConfigDir::new(gw, &[("web.yaml", &routes)]);
-    let out = Command::new(bin())
-        .args(["validate", "--config", dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    validate_dir(&dir)
 }
 
 /// The message of the error at `routes/web.yaml:LINE: KEY:`, if there is one.

@@ -240,14 +240,6 @@ async fn silent_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
     (addr, rx)
 }
 
-/// `http://127.0.0.1:PORT` where nothing listens (connection refused).
-fn closed_port() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    format!("http://{addr}")
-}
-
 // ---------------------------------------------------------------------------------------
 // Configuration and requests.
 // ---------------------------------------------------------------------------------------
@@ -1157,18 +1149,7 @@ fn validate(backend_keys: &[&str]) -> (i32, String) {
         &gateway_file(&be("b", &keys)),
         &[("api.yaml", &routes("api", "b", ""))],
     );
-    let out = std::process::Command::new(bin())
-        .args(["validate", "--config", dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    validate_dir(&dir)
 }
 
 #[test]

@@ -522,3 +522,27 @@ pub fn gateway_yaml(url: &str, extra_backend: &str, extra: &str) -> String {
         "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\nbackends:\n  b:\n    url: {url}\n    timeout: 1s\n{extra_backend}{extra}"
     )
 }
+
+/// `portico validate --config DIR`: the exit code and everything it printed.
+pub fn validate_dir(dir: &ConfigDir) -> (i32, String) {
+    let out = Command::new(bin())
+        .args(["validate", "--config", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `http://127.0.0.1:PORT` where nothing listens (connection refused).
+pub fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}

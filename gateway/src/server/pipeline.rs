@@ -352,7 +352,11 @@ async fn route(
     };
 
     // Handler. A split picks its target (and maybe a sticky cookie to set), then proxies.
-    let (p, set_cookie) = match &entry.handler {
+    enum Target<'a> {
+        Extension(&'a Arc<dyn crate::extend::Handler>),
+        Proxy(&'a proxy::ProxyRoute, Option<HeaderValue>),
+    }
+    let target = match &entry.handler {
         RouteHandler::Static(s) => {
             outcome.made_here = true;
             let mut res = Response::new(ResponseBody::full(s.body.clone()));
@@ -360,39 +364,13 @@ async fn route(
             *res.headers_mut() = s.headers.clone();
             return reshape(entry, exchange, Ok(res)).await;
         }
-        RouteHandler::Proxy(p) => (p, None),
-        RouteHandler::Extension(handler) => {
-            let params = params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let query = query.map(str::to_string);
-            let context = proxy_context(
-                entry,
-                conn,
-                &req,
-                request_id,
-                traceparent,
-                edge,
-                deadline,
-                identity,
-            );
-            let res = handler
-                .handle(crate::extend::HandlerRequest {
-                    request: req,
-                    params,
-                    query,
-                    context,
-                })
-                .await;
-            return reshape(entry, exchange, res).await;
-        }
+        RouteHandler::Extension(handler) => Target::Extension(handler),
+        RouteHandler::Proxy(p) => Target::Proxy(p, None),
         RouteHandler::Split(split) => {
             let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
-            (&choice.target.route, choice.set_cookie)
+            Target::Proxy(&choice.target.route, choice.set_cookie)
         }
     };
-    let target = p.target(&path, &params, query);
     let ctx = proxy_context(
         entry,
         conn,
@@ -403,6 +381,26 @@ async fn route(
         deadline,
         identity,
     );
+    let (p, set_cookie) = match target {
+        Target::Extension(handler) => {
+            let params = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let query = query.map(str::to_string);
+            let res = handler
+                .handle(crate::extend::HandlerRequest {
+                    request: req,
+                    params,
+                    query,
+                    context: ctx,
+                })
+                .await;
+            return reshape(entry, exchange, res).await;
+        }
+        Target::Proxy(p, set_cookie) => (p, set_cookie),
+    };
+    let target = p.target(&path, &params, query);
     outcome.backend = Some(p.upstream.clone());
     // `forward` keeps to the deadline itself, with one timer per attempt.
     let mut res = proxy::forward(p, req, &target, ctx).await;

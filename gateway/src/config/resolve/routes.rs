@@ -328,19 +328,26 @@ impl Resolver<'_> {
             .iter()
             .find(|(k, _)| *k == own_key)
             .and_then(|(_, b)| *b);
-        match module.layer(options) {
-            Ok(layer) => Some(layer),
-            Err(findings) => {
-                for (below, message) in findings {
-                    let key = if below.is_empty() {
-                        own_key.to_string()
-                    } else {
-                        format!("{own_key}.{below}")
-                    };
-                    self.errors.push(file.diag(key, message));
-                }
-                None
-            }
+        module
+            .layer(options)
+            .map_err(|findings| self.findings(file, own_key, findings))
+            .ok()
+    }
+
+    /// An extension's or module's findings as errors under `key`.
+    fn findings(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        key: &str,
+        findings: Vec<crate::extend::Finding>,
+    ) {
+        for (below, message) in findings {
+            let k = if below.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}.{below}")
+            };
+            self.errors.push(file.diag(k, message));
         }
     }
 
@@ -589,20 +596,11 @@ impl Resolver<'_> {
             authenticated,
             backend: &lookup,
         };
-        match extension.resolve(block, &info) {
-            Ok(plan) => Some(Handler::Extension(plan)),
-            Err(findings) => {
-                for (below, message) in findings {
-                    let k = if below.is_empty() {
-                        key.to_string()
-                    } else {
-                        format!("{key}.{below}")
-                    };
-                    self.errors.push(file.diag(k, message));
-                }
-                None
-            }
-        }
+        extension
+            .resolve(block, &info)
+            .map(Handler::Extension)
+            .map_err(|findings| self.findings(file, key, findings))
+            .ok()
     }
 
     fn static_handler(
