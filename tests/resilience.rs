@@ -294,6 +294,15 @@ fn one(keys: &[&str]) -> Gateway {
     serve(&be("b", keys), &[("api", "b")])
 }
 
+/// [`one`] with a route `timeout` (the request's deadline).
+fn one_with_deadline(keys: &[&str], timeout: &str) -> Gateway {
+    let route = routes("api", "b", &format!("    timeout: {timeout}\n"));
+    Gateway::serve(ConfigDir::new(
+        &gateway_file(&be("b", keys)),
+        &[("api.yaml", &route)],
+    ))
+}
+
 async fn get_on(c: &HttpClient, url: &str) -> Got {
     send(c, Request::get(url).body(Full::default()).unwrap()).await
 }
@@ -711,17 +720,14 @@ async fn the_retry_budget_caps_retries_under_total_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured_or_passed_through() {
     let b = Prog::start("b", Mode::Fine).await;
-    let gw = Gateway::serve(ConfigDir::new(
-        &gateway_file(&be(
-            "b",
-            &[
-                &url_of(&b),
-                "timeout: 2s",
-                "retry: { attempts: 2, backoff: 10ms, max_backoff: 50ms }",
-            ],
-        )),
-        &[("api.yaml", &routes("api", "b", "    timeout: 5s\n"))],
-    ));
+    let gw = one_with_deadline(
+        &[
+            &url_of(&b),
+            "timeout: 2s",
+            "retry: { attempts: 2, backoff: 10ms, max_backoff: 50ms }",
+        ],
+        "5s",
+    );
     let c = client();
     let url = gw.url("/api/thing");
 
@@ -750,17 +756,14 @@ async fn retry_after_is_honoured_or_passed_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_route_deadline_caps_retries() {
     let b = Prog::start("b", Mode::Hang).await;
-    let gw = Gateway::serve(ConfigDir::new(
-        &gateway_file(&be(
-            "b",
-            &[
-                &url_of(&b),
-                "timeout: 100ms",
-                "retry: { attempts: 5, backoff: 10ms, max_backoff: 20ms, on: [timeout] }",
-            ],
-        )),
-        &[("api.yaml", &routes("api", "b", "    timeout: 300ms\n"))],
-    ));
+    let gw = one_with_deadline(
+        &[
+            &url_of(&b),
+            "timeout: 100ms",
+            "retry: { attempts: 5, backoff: 10ms, max_backoff: 20ms, on: [timeout] }",
+        ],
+        "300ms",
+    );
     let c = client();
     let (got, took) = timed_get(&c, &gw.url("/api/thing")).await;
     assert_problem(&got, 504, "GATEWAY_TIMEOUT");
