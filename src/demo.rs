@@ -305,6 +305,12 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
             ),
         ),
         (
+            "partner: a payment with an Idempotency-Key; run it twice: the second answer is the first one, replayed (Idempotent-Replayed: true), and nothing is charged twice",
+            format!(
+                "curl -s -i -X POST -H 'x-api-key: {DEMO_API_KEY}' -H 'idempotency-key: order-42-payment' -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"
+            ),
+        ),
+        (
             "partner: a public status page (auth: none)",
             format!("curl -s {base}/partner/status"),
         ),

@@ -1111,16 +1111,14 @@ fn bff_config_errors_name_file_line_and_key() {
         }
     }
 
-    // Idempotency is refused for now.
-    let (code, out) = validate("bff: partner\npartner: { idempotency: { ttl: 24h } }\n");
-    let found = out.lines().any(|l| {
-        l.contains("routes/web.yaml:5: partner")
-            && l.contains("idempotency")
-            && l.contains("not supported yet")
-    });
+    // Idempotency settings are checked (tests/idempotency.rs runs them).
+    let (code, out) = validate("bff: partner\npartner: { idempotency: { ttl: 0s } }\n");
+    let found = out
+        .lines()
+        .any(|l| l.contains("routes/web.yaml:5: partner.idempotency.ttl: must be more than 0"));
     if code != 1 || !found {
         wrong.push(format!(
-            "idempotency: exit {code}, want 1 and an error at routes/web.yaml:5: partner… mentioning idempotency and `not supported yet`: {out}"
+            "idempotency: exit {code}, want 1 and an error at routes/web.yaml:5: partner.idempotency.ttl: {out}"
         ));
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -11,12 +11,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::body::ResponseBody;
+use gateway::body::{ClientBody, ResponseBody};
 use gateway::error::{Code, Problem};
-use gateway::extend::{Exchange, Finding, Layer, Module, Reshaped};
-use http::Response;
+use gateway::extend::{Exchange, Finding, Layer, Module, Next, Reply, Reshaped};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::response::Parts;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -38,9 +38,24 @@ pub trait Bff: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// After `check`: builds what the file's layer keeps at run time (stores, caches)
+    /// into the options.
+    fn prepare(_options: &mut Self::Options) {}
+
     /// Before the handler; an error answers the request instead.
     fn on_request(_options: &Self::Options, _request: &Exchange) -> Result<(), Problem> {
         Ok(())
+    }
+
+    /// Around the handler: may answer without it, or read the request body first
+    /// (`partner` idempotency). By default, runs it.
+    fn around<'a>(
+        _options: &'a Self::Options,
+        _request: &'a Exchange,
+        body: Request<ClientBody>,
+        next: Next<'a>,
+    ) -> Reply<'a> {
+        next(body)
     }
 
     /// Every answer's head (the body streams on untouched unless [`Bff::reads_body`]).
@@ -89,13 +104,11 @@ impl<B: Bff> Module for Registered<B> {
     fn layer(&self, options: Option<&Value>) -> Result<Arc<dyn Layer>, Vec<Finding>> {
         let options: B::Options = match options {
             None => B::Options::default(),
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-                let message = e.to_string();
-                let below = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|rest| rest.split('`').next())
-                    .unwrap_or_default()
-                    .to_string();
+            Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
+                let message = e.inner().to_string();
+                // Where serde was (an unknown field's path ends with its name).
+                let path = e.path().to_string();
+                let below = if path == "." { String::new() } else { path };
                 vec![(below, message)]
             })?,
         };
@@ -103,6 +116,8 @@ impl<B: Bff> Module for Registered<B> {
         if !findings.is_empty() {
             return Err(findings);
         }
+        let mut options = options;
+        B::prepare(&mut options);
         Ok(Arc::new(BffLayer::<B> { options }))
     }
 }
@@ -133,6 +148,15 @@ fn is_json(head: &Parts) -> bool {
 impl<B: Bff> Layer for BffLayer<B> {
     fn on_request(&self, request: &Exchange) -> Result<(), Problem> {
         B::on_request(&self.options, request)
+    }
+
+    fn around<'a>(
+        &'a self,
+        request: &'a Exchange,
+        body: Request<ClientBody>,
+        next: Next<'a>,
+    ) -> Reply<'a> {
+        B::around(&self.options, request, body, next)
     }
 
     fn on_response(&self, request: Exchange, response: Response<ResponseBody>) -> Reshaped<'_> {

@@ -135,11 +135,60 @@ impl Overflow {
     }
 }
 
+/// A client's request body: as it arrives, or already read in full by a layer that
+/// needed to see it (idempotency).
+#[derive(Debug)]
+pub enum ClientBody {
+    /// Streaming from the client.
+    Incoming(Incoming),
+    /// Read in full (`None` once sent).
+    Read(Option<Bytes>),
+}
+
+impl ClientBody {
+    /// A body read in full.
+    pub fn read(bytes: Bytes) -> Self {
+        ClientBody::Read((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        // Both variants are `Unpin`.
+        match self.get_mut() {
+            ClientBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            ClientBody::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Incoming(body) => body.is_end_stream(),
+            ClientBody::Read(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Incoming(body) => body.size_hint(),
+            ClientBody::Read(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A client's request body, counted while it streams to the backend.
     pub struct LimitedBody {
         #[pin]
-        inner: Incoming,
+        inner: ClientBody,
         first: Option<Frame<Bytes>>,
         remaining: u64,
         overflow: Option<Arc<Overflow>>,
@@ -152,7 +201,7 @@ impl LimitedBody {
     /// `first` is a frame already read from `inner` (see [`peek`]); it is sent first.
     /// Without `overflow` (a bodiless request) nothing is counted.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         first: Option<Frame<Bytes>>,
         limit: u64,
         overflow: Option<Arc<Overflow>>,
@@ -253,7 +302,7 @@ impl Body for LimitedBody {
 /// Reads the first frame of a request body before anything is sent to a backend, so a
 /// body that is malformed from its first byte (a bad chunk size) is refused with a 400
 /// and never reaches a backend. `Ok(None)`: the body is empty.
-pub async fn peek(body: &mut Incoming) -> Result<Option<Frame<Bytes>>, hyper::Error> {
+pub async fn peek(body: &mut ClientBody) -> Result<Option<Frame<Bytes>>, hyper::Error> {
     use http_body_util::BodyExt;
     if body.is_end_stream() {
         return Ok(None);

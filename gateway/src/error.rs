@@ -44,6 +44,10 @@ pub enum Code {
     FaultInjected,
     /// The client app is older than the route file's `min_app_version`.
     UpgradeRequired,
+    /// A request with the same `Idempotency-Key` is still in progress.
+    IdempotencyKeyInUse,
+    /// The `Idempotency-Key` was used before with another request.
+    IdempotencyKeyReused,
 }
 
 impl Code {
@@ -61,6 +65,8 @@ impl Code {
             Code::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Code::UpstreamTimeout | Code::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Code::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            Code::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Code::CircuitOpen | Code::BulkheadFull | Code::FaultInjected => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -85,6 +91,8 @@ impl Code {
             Code::BulkheadFull => "BULKHEAD_FULL",
             Code::FaultInjected => "FAULT_INJECTED",
             Code::UpgradeRequired => "UPGRADE_REQUIRED",
+            Code::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Code::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
         }
     }
 
@@ -105,6 +113,8 @@ impl Code {
             Code::BulkheadFull => "Backend at capacity",
             Code::FaultInjected => "Fault injected",
             Code::UpgradeRequired => "Upgrade required",
+            Code::IdempotencyKeyInUse => "Idempotency key in use",
+            Code::IdempotencyKeyReused => "Idempotency key reused",
         }
     }
 

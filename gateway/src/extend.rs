@@ -18,9 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 
-use crate::body::ResponseBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::config::BackendId;
 use crate::error::Problem;
 use crate::proxy::Context;
@@ -73,7 +72,7 @@ pub type Reply<'a> =
 #[derive(Debug)]
 pub struct HandlerRequest {
     /// The request (identity headers still to be set by whoever calls a backend).
-    pub request: Request<Incoming>,
+    pub request: Request<ClientBody>,
     /// The route's path parameters.
     pub params: Vec<(String, String)>,
     /// The query string (an API key's query parameter already cut).
@@ -99,7 +98,12 @@ pub struct Exchange {
     pub query: Option<String>,
     /// The request's id (the `X-Request-Id` the answer will carry).
     pub request_id: String,
+    /// Who is calling: the API key's id or the token's subject (`None`: anonymous).
+    pub caller: Option<String>,
 }
+
+/// The rest of a route's work (its handler), for [`Layer::around`].
+pub type Next<'a> = Box<dyn FnOnce(Request<ClientBody>) -> Reply<'a> + Send + 'a>;
 
 /// A boxed response hook future.
 pub type Reshaped<'a> = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send + 'a>>;
@@ -109,6 +113,17 @@ pub trait Layer: Send + Sync + Debug {
     /// Before the handler; an error answers the request instead.
     fn on_request(&self, _request: &Exchange) -> Result<(), Problem> {
         Ok(())
+    }
+
+    /// Around the handler: may answer without it, or look at (and read) the request
+    /// body first. By default, runs it.
+    fn around<'a>(
+        &'a self,
+        _request: &'a Exchange,
+        body: Request<ClientBody>,
+        next: Next<'a>,
+    ) -> Reply<'a> {
+        next(body)
     }
 
     /// On the handler's response (not on the gateway's problem answers).

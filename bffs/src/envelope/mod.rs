@@ -70,6 +70,7 @@ mod tests {
             headers: http::HeaderMap::new(),
             query: None,
             request_id: "req-1".into(),
+            caller: None,
         }
     }
 

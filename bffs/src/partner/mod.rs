@@ -3,11 +3,19 @@
 //! `deprecated: { sunset: DATE, link: URL, since: DATE }` adds to every answer of the file
 //! `Deprecation` (RFC 9745: `@<unix time>` of `since`, or `true` without it), `Sunset`
 //! (RFC 8594, an HTTP date) and `Link: <URL>; rel="deprecation"` (and `rel="sunset"`).
-//! `idempotency` is not built yet and is refused.
+//! `idempotency: { ttl: 24h }` makes POST and PATCH with an `Idempotency-Key` safe to
+//! repeat ([`idempotency`]).
+
+pub mod idempotency;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway::extend::{Exchange, Finding};
+use std::sync::Arc;
+
+use gateway::body::ClientBody;
+use gateway::config::units;
+use gateway::extend::{Exchange, Finding, Next, Reply};
+use http::Request;
 use http::header::{HeaderValue, LINK};
 use http::response::Parts;
 use schemars::JsonSchema;
@@ -25,9 +33,37 @@ pub struct PartnerOptions {
     /// This version of the API is deprecated.
     #[serde(default)]
     pub deprecated: Option<Deprecated>,
-    /// Safe repeats of POST and PATCH with an `Idempotency-Key` (not built yet).
+    /// Safe repeats of POST and PATCH with an `Idempotency-Key`.
     #[serde(default)]
-    pub idempotency: Option<serde_json::Value>,
+    pub idempotency: Option<IdempotencyOptions>,
+    /// The running idempotency store (built from `idempotency`).
+    #[serde(skip)]
+    pub runtime: Option<Arc<idempotency::Idempotency>>,
+}
+
+/// `idempotency:`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyOptions {
+    /// How long an answer is kept for its key.
+    #[serde(default = "default_ttl")]
+    pub ttl: units::Duration,
+    /// The most keys kept (the oldest go first).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+    /// The largest request or answer body of a keyed request.
+    #[serde(default = "default_max_body")]
+    pub max_body: units::Size,
+}
+
+fn default_ttl() -> units::Duration {
+    units::Duration(Duration::from_secs(24 * 3600))
+}
+fn default_max_keys() -> u64 {
+    100_000
+}
+fn default_max_body() -> units::Size {
+    units::Size(1024 * 1024)
 }
 
 /// `deprecated:`.
@@ -76,11 +112,19 @@ impl Bff for Partner {
 
     fn check(options: &PartnerOptions) -> Vec<Finding> {
         let mut findings = Vec::new();
-        if options.idempotency.is_some() {
-            findings.push((
-                "idempotency".into(),
-                "`idempotency` is not supported yet by this version of Portico; remove it (it would otherwise be ignored)".into(),
-            ));
+        if let Some(i) = &options.idempotency {
+            if i.ttl.0.is_zero() {
+                findings.push(("idempotency.ttl".into(), "must be more than 0".into()));
+            }
+            if i.max_keys == 0 {
+                findings.push(("idempotency.max_keys".into(), "must be at least 1".into()));
+            }
+            if i.max_body.0 == 0 || i.max_body.0 > 64 * 1024 * 1024 {
+                findings.push((
+                    "idempotency.max_body".into(),
+                    "must be between 1 byte and 64MiB".into(),
+                ));
+            }
         }
         if let Some(d) = &options.deprecated {
             if parse_date(&d.sunset).is_none() {
@@ -110,6 +154,27 @@ impl Bff for Partner {
             }
         }
         findings
+    }
+
+    fn prepare(options: &mut PartnerOptions) {
+        options.runtime = options.idempotency.as_ref().map(|i| {
+            Arc::new(idempotency::Idempotency {
+                store: Arc::new(idempotency::LocalStore::new(i.ttl.0, i.max_keys)),
+                max_body: i.max_body.0 as usize,
+            })
+        });
+    }
+
+    fn around<'a>(
+        options: &'a PartnerOptions,
+        request: &'a Exchange,
+        body: Request<ClientBody>,
+        next: Next<'a>,
+    ) -> Reply<'a> {
+        match &options.runtime {
+            Some(idempotency) => idempotency.around(request, body, next),
+            None => next(body),
+        }
     }
 
     fn on_head(options: &PartnerOptions, _request: &Exchange, head: &mut Parts) {

@@ -14,7 +14,6 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
@@ -23,7 +22,7 @@ pub use headers::{
 };
 
 use crate::auth::{Identity, Provider};
-use crate::body::{LimitedBody, Overflow, ResponseBody, Tee, UpstreamBody};
+use crate::body::{ClientBody, LimitedBody, Overflow, ResponseBody, Tee, UpstreamBody};
 use crate::error::Problem;
 use crate::routing::Pattern;
 use crate::strangler::{Exchange, ShadowPlan};
@@ -140,7 +139,7 @@ pub fn problem_of(backend: &str, err: upstream::Error) -> Problem {
 /// Forwards `req` to the route's backend at `target` (path and query).
 pub async fn forward(
     route: &ProxyRoute,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     target: &str,
     mut ctx: Context,
 ) -> Result<Response<ResponseBody>, Problem> {

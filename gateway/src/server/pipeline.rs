@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use super::state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
 use super::{edge, framing};
 use crate::auth::Identity;
-use crate::body::ResponseBody;
+use crate::body::{ClientBody, ResponseBody};
 use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
 use crate::rate_limit::{Report, Subject};
@@ -236,8 +236,11 @@ async fn route(
     }
 
     // Router. A CORS preflight is routed by the method it asks about.
-    let path = normalize(req.uri().path())
-        .ok_or_else(|| Problem::bad_request("malformed request path"))?;
+    // The path is kept apart from the request, which moves on to the handler (a clone of
+    // the URI shares its bytes).
+    let uri = req.uri().clone();
+    let path =
+        normalize(uri.path()).ok_or_else(|| Problem::bad_request("malformed request path"))?;
     if let Some(asked) = crate::cors::preflight_method(req.method(), req.headers())
         && let Lookup::Found { value, .. } = snapshot.table.lookup(&asked, &path)
         && let Some(cors) = &value.cors
@@ -326,99 +329,141 @@ async fn route(
             Some(id)
         }
     };
-    // A key carried in the query string never reaches the backend.
-    let query = match entry.auth.as_deref().and_then(|p| p.scrub().1) {
-        Some(param) => req
-            .uri()
-            .query()
-            .and_then(|q| crate::auth::strip_query_param(q, param).map(Cow::Owned)),
-        None => req.uri().query().map(Cow::Borrowed),
-    };
-    let query = query.as_deref();
-
-    // A BFF module's layer sees the request first and the handler's answer last.
-    let exchange = match &entry.layer {
-        None => None,
-        Some(layer) => {
-            let exchange = crate::extend::Exchange {
-                method: req.method().clone(),
-                headers: req.headers().clone(),
-                query: query.map(str::to_string),
-                request_id: request_id.to_str().unwrap_or_default().to_string(),
-            };
-            layer.on_request(&exchange)?;
-            Some(exchange)
-        }
-    };
-
-    // Handler. A split picks its target (and maybe a sticky cookie to set), then proxies.
-    enum Target<'a> {
-        Extension(&'a Arc<dyn crate::extend::Handler>),
-        Proxy(&'a proxy::ProxyRoute, Option<HeaderValue>),
-    }
-    let target = match &entry.handler {
-        RouteHandler::Static(s) => {
-            outcome.made_here = true;
-            let mut res = Response::new(ResponseBody::full(s.body.clone()));
-            *res.status_mut() = s.status;
-            *res.headers_mut() = s.headers.clone();
-            return reshape(entry, exchange, Ok(res)).await;
-        }
-        RouteHandler::Extension(handler) => Target::Extension(handler),
-        RouteHandler::Proxy(p) => Target::Proxy(p, None),
-        RouteHandler::Split(split) => {
-            let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
-            Target::Proxy(&choice.target.route, choice.set_cookie)
-        }
-    };
-    let ctx = proxy_context(
+    let req = req.map(ClientBody::Incoming);
+    let dispatch = Dispatch {
         entry,
         conn,
-        &req,
+        client,
+        path: &path,
+        params: &params,
         request_id,
         traceparent,
         edge,
         deadline,
         identity,
-    );
-    let (p, set_cookie) = match target {
-        Target::Extension(handler) => {
-            let params = params
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let query = query.map(str::to_string);
-            let res = handler
-                .handle(crate::extend::HandlerRequest {
-                    request: req,
-                    params,
-                    query,
-                    context: ctx,
-                })
-                .await;
-            return reshape(entry, exchange, res).await;
-        }
-        Target::Proxy(p, set_cookie) => (p, set_cookie),
+        outcome,
     };
-    let target = p.target(&path, &params, query);
-    outcome.backend = Some(p.upstream.clone());
-    // `forward` keeps to the deadline itself, with one timer per attempt.
-    let mut res = proxy::forward(p, req, &target, ctx).await;
-    if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
-        res.headers_mut().append(http::header::SET_COOKIE, cookie);
+    // A BFF module's layer sees the request first, may wrap the handler, and sees the
+    // handler's answer last.
+    let Some(layer) = &entry.layer else {
+        return dispatch.run(req).await;
+    };
+    let exchange = crate::extend::Exchange {
+        method: req.method().clone(),
+        headers: req.headers().clone(),
+        query: query_of(entry, &req).map(|q| q.into_owned()),
+        request_id: request_id.to_str().unwrap_or_default().to_string(),
+        caller: dispatch
+            .identity
+            .as_deref()
+            .and_then(|i| i.api_key().or(i.subject()).map(str::to_string)),
+    };
+    layer.on_request(&exchange)?;
+    let next: crate::extend::Next<'_> = Box::new(move |req| Box::pin(dispatch.run(req)));
+    match layer.around(&exchange, req, next).await {
+        Ok(res) => Ok(layer.on_response(exchange.clone(), res).await),
+        Err(problem) => Err(problem),
     }
-    reshape(entry, exchange, res).await
 }
 
-/// The module layer's response hook, on the handler's own answers.
-async fn reshape(
-    entry: &RouteEntry,
-    exchange: Option<crate::extend::Exchange>,
-    res: Result<Response<ResponseBody>, Problem>,
-) -> Result<Response<ResponseBody>, Problem> {
-    match (res, exchange, &entry.layer) {
-        (Ok(res), Some(exchange), Some(layer)) => Ok(layer.on_response(exchange, res).await),
-        (res, _, _) => res,
+/// The query string the handler gets: an API key carried in it is cut.
+fn query_of<'r>(entry: &RouteEntry, req: &'r Request<ClientBody>) -> Option<Cow<'r, str>> {
+    match entry.auth.as_deref().and_then(|p| p.scrub().1) {
+        Some(param) => req
+            .uri()
+            .query()
+            .and_then(|q| crate::auth::strip_query_param(q, param).map(Cow::Owned)),
+        None => req.uri().query().map(Cow::Borrowed),
+    }
+}
+
+/// Everything the handler needs besides the request.
+struct Dispatch<'a> {
+    entry: &'a RouteEntry,
+    conn: &'a ConnInfo,
+    client: std::net::IpAddr,
+    path: &'a str,
+    params: &'a matchit::Params<'a, 'a>,
+    request_id: &'a HeaderValue,
+    traceparent: HeaderValue,
+    edge: &'a Edge,
+    deadline: Instant,
+    identity: Option<Arc<Identity>>,
+    outcome: &'a mut Outcome,
+}
+
+impl Dispatch<'_> {
+    /// The handler. A split picks its target (and maybe a sticky cookie to set), then
+    /// proxies.
+    async fn run(self, req: Request<ClientBody>) -> Result<Response<ResponseBody>, Problem> {
+        enum Target<'a> {
+            Extension(&'a Arc<dyn crate::extend::Handler>),
+            Proxy(&'a proxy::ProxyRoute, Option<HeaderValue>),
+        }
+        let Dispatch {
+            entry,
+            conn,
+            client,
+            path,
+            params,
+            request_id,
+            traceparent,
+            edge,
+            deadline,
+            identity,
+            outcome,
+        } = self;
+        let target = match &entry.handler {
+            RouteHandler::Static(s) => {
+                outcome.made_here = true;
+                let mut res = Response::new(ResponseBody::full(s.body.clone()));
+                *res.status_mut() = s.status;
+                *res.headers_mut() = s.headers.clone();
+                return Ok(res);
+            }
+            RouteHandler::Extension(handler) => Target::Extension(handler),
+            RouteHandler::Proxy(p) => Target::Proxy(p, None),
+            RouteHandler::Split(split) => {
+                let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
+                Target::Proxy(&choice.target.route, choice.set_cookie)
+            }
+        };
+        let ctx = proxy_context(
+            entry,
+            conn,
+            &req,
+            request_id,
+            traceparent,
+            edge,
+            deadline,
+            identity,
+        );
+        let (p, set_cookie) = match target {
+            Target::Extension(handler) => {
+                let params = params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let query = query_of(entry, &req).map(|q| q.into_owned());
+                return handler
+                    .handle(crate::extend::HandlerRequest {
+                        request: req,
+                        params,
+                        query,
+                        context: ctx,
+                    })
+                    .await;
+            }
+            Target::Proxy(p, set_cookie) => (p, set_cookie),
+        };
+        let target = p.target(path, params, query_of(entry, &req).as_deref());
+        outcome.backend = Some(p.upstream.clone());
+        // `forward` keeps to the deadline itself, with one timer per attempt.
+        let mut res = proxy::forward(p, req, &target, ctx).await;
+        if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
+            res.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
+        res
     }
 }
 
@@ -426,7 +471,7 @@ async fn reshape(
 fn proxy_context(
     entry: &RouteEntry,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     request_id: &HeaderValue,
     traceparent: HeaderValue,
     edge: &Edge,
