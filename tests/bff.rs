@@ -1123,3 +1123,30 @@ fn bff_config_errors_name_file_line_and_key() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// `handler: MODULE.FN` answers with a module's Rust function; unknown names are config
+/// errors that list what the build has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_be_answered_by_a_modules_rust_handler() {
+    let gw_yaml = "server:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nbackends:\n  orders:\n    url: http://127.0.0.1:1\n  users:\n    url: http://127.0.0.1:1\n";
+    let routes = "team: web\nprefix: /web\nauth: none\nroutes:\n  - id: hi\n    path: /hello/{name}\n    handler: envelope.hello\n  - id: hi-world\n    path: /hello\n    handler: envelope.hello\n";
+    let gw = Gateway::serve(ConfigDir::new(gw_yaml, &[("web.yaml", routes)]));
+    let got = get(&gw.url("/web/hello/ada")).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(
+        got.json(),
+        json!({"hello": "ada", "backends": ["orders", "users"]})
+    );
+    assert_eq!(get(&gw.url("/web/hello")).await.json()["hello"], "world");
+
+    let bad = routes.replace(
+        "envelope.hello\n  - id: hi-world",
+        "envelope.nope\n  - id: hi-world",
+    );
+    let (code, out) = validate_dir(&ConfigDir::new(gw_yaml, &[("web.yaml", &bad)]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("routes/web.yaml:7: routes[0].handler: unknown handler `envelope.nope` (write MODULE.FN); this build has: envelope.hello"),
+        "{out}"
+    );
+}

@@ -11,6 +11,7 @@ use gateway::extend::{Extensions, Module};
 
 pub mod aggregate;
 pub mod envelope;
+pub mod handlers;
 pub mod mobile;
 pub mod module;
 pub mod partner;
@@ -18,20 +19,36 @@ pub mod web;
 
 pub use module::{Bff, Registered};
 
-/// The built-in BFF modules: the one list a module is registered in.
-pub fn modules() -> Vec<Arc<dyn Module>> {
+/// A module and its handlers as `module.fn`.
+type Entry = (Arc<dyn Module>, Vec<(String, handlers::NamedHandler)>);
+
+/// The built-in BFF modules and their exported handlers: the one list a module is
+/// registered in.
+fn registry() -> Vec<Entry> {
+    fn entry<B: Bff>() -> Entry {
+        (Registered::<B>::module(), Registered::<B>::handlers())
+    }
     vec![
-        Registered::<web::Web>::module(),
-        Registered::<mobile::Mobile>::module(),
-        Registered::<partner::Partner>::module(),
-        Registered::<envelope::Envelope>::module(),
+        entry::<web::Web>(),
+        entry::<mobile::Mobile>(),
+        entry::<partner::Partner>(),
+        entry::<envelope::Envelope>(),
     ]
 }
 
-/// Everything this crate adds to the gateway, for `config::load_with`.
+/// The built-in BFF modules.
+pub fn modules() -> Vec<Arc<dyn Module>> {
+    registry().into_iter().map(|(m, _)| m).collect()
+}
+
+/// Everything this crate adds to the gateway, for `config::load_with`: the `aggregate`
+/// handler, `handler: MODULE.FN`, and the modules.
 pub fn extensions() -> Extensions {
-    modules().into_iter().fold(
-        Extensions::none().with(Arc::new(aggregate::Aggregate)),
-        Extensions::with_module,
-    )
+    let mut table = Vec::new();
+    let mut extensions = Extensions::none().with(Arc::new(aggregate::Aggregate));
+    for (module, handlers) in registry() {
+        extensions = extensions.with_module(module);
+        table.extend(handlers);
+    }
+    extensions.with(Arc::new(handlers::Handlers(Arc::new(table))))
 }

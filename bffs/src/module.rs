@@ -38,6 +38,12 @@ pub trait Bff: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Rust handlers routes may name as `handler: NAME.FN` (`FN` here, without the
+    /// module's name).
+    fn handlers() -> Vec<(&'static str, crate::handlers::NamedHandler)> {
+        Vec::new()
+    }
+
     /// After `check`: builds what the file's layer keeps at run time (stores, caches)
     /// into the options.
     fn prepare(_options: &mut Self::Options) {}
@@ -82,13 +88,21 @@ pub trait Bff: Send + Sync + 'static {
     }
 }
 
-/// A [`Bff`] as a gateway [`Module`].
+/// A [`Bff`] as a gateway [`Module`], with its exported handlers.
 pub struct Registered<B>(PhantomData<fn() -> B>);
 
 impl<B: Bff> Registered<B> {
     /// The module, for the registry.
     pub fn module() -> Arc<dyn Module> {
         Arc::new(Registered::<B>(PhantomData))
+    }
+
+    /// Its handlers as `module.fn`.
+    pub fn handlers() -> Vec<(String, crate::handlers::NamedHandler)> {
+        B::handlers()
+            .into_iter()
+            .map(|(name, f)| (format!("{}.{name}", B::NAME), f))
+            .collect()
     }
 }
 

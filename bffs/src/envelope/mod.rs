@@ -2,13 +2,17 @@
 //!
 //! Wraps every successful JSON answer of the file as
 //! `{"<key>": <answer>, "meta": {"request_id": "..."}}`, the shape some client teams want
-//! for every endpoint. Options under `options:`: `key` (default `data`).
+//! for every endpoint. Options under `options:`: `key` (default `data`). It also exports
+//! a Rust handler, `handler: envelope.hello`.
 
-use gateway::extend::{Exchange, Finding};
+use gateway::body::ResponseBody;
+use gateway::extend::{Exchange, Finding, HandlerRequest, Reply};
+use http::header::{CONTENT_TYPE, HeaderValue};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::handlers::{Backends, NamedHandler};
 use crate::module::Bff;
 
 /// The `envelope` module.
@@ -51,6 +55,10 @@ impl Bff for Envelope {
         true
     }
 
+    fn handlers() -> Vec<(&'static str, NamedHandler)> {
+        vec![("hello", hello)]
+    }
+
     fn on_json(options: &EnvelopeOptions, request: &Exchange, json: &mut Value) {
         let answer = json.take();
         *json = json!({
@@ -58,6 +66,25 @@ impl Bff for Envelope {
             "meta": { "request_id": request.request_id },
         });
     }
+}
+
+/// `handler: envelope.hello`: greets the path parameter `name` (or the world) and lists
+/// the backends a handler could call.
+fn hello(req: HandlerRequest, backends: &Backends) -> Reply<'_> {
+    Box::pin(async move {
+        let name = req
+            .params
+            .iter()
+            .find(|(k, _)| k == "name")
+            .map_or("world", |(_, v)| v.as_str());
+        let mut names: Vec<&str> = backends.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let body = json!({ "hello": name, "backends": names });
+        let mut res = http::Response::new(ResponseBody::full(body.to_string()));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(res)
+    })
 }
 
 #[cfg(test)]

@@ -375,7 +375,10 @@ impl Resolver<'_> {
                 "aggregate",
                 r.aggregate.is_some() && self.extensions.get("aggregate").is_none(),
             ),
-            ("handler", r.handler.is_some()),
+            (
+                "handler",
+                r.handler.is_some() && self.extensions.get("handler").is_none(),
+            ),
         ];
         self.reject_unsupported(file, key, &unsupported);
         let own = Pattern::parse(&r.path)
@@ -448,6 +451,17 @@ impl Resolver<'_> {
             self.static_handler(file, key, s)
         } else if let Some(s) = &r.split {
             self.split(file, key, s, team, known)
+        } else if let Some(name) = &r.handler {
+            let authenticated = matches!(auth, Some(RouteAuth::Provider(_)));
+            self.extension(
+                file,
+                &format!("{key}.handler"),
+                "handler",
+                &serde_json::Value::String(name.clone()),
+                own.as_ref(),
+                authenticated,
+                known,
+            )
         } else if let Some(block) = &r.aggregate {
             let authenticated = matches!(auth, Some(RouteAuth::Provider(_)));
             self.extension(
