@@ -14,14 +14,6 @@ use support::*;
 const ACME: &str = "acme-test-key-0123456789abcdef";
 const GLOBEX: &str = "globex-test-key-fedcba9876543210";
 
-fn sha256_hex(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A partner file with idempotency, API keys acme and globex, everything to `b`.
 fn gateway(b: &Backend, partner_extra: &str) -> Gateway {
     let gw = gateway_yaml(

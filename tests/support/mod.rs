@@ -546,3 +546,12 @@ pub fn closed_port() -> String {
     drop(l);
     format!("http://{addr}")
 }
+
+/// Lower-case hex SHA-256 (API keys are configured by their hash).
+pub fn sha256_hex(s: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, s.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
