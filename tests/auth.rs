@@ -2616,3 +2616,35 @@ async fn split_sticky_by_claim_keeps_a_tenant_on_one_target() {
         "16 tenants over two targets: {spread:?}"
     );
 }
+
+/// An aggregate call may use the caller's claims; every call carries the identity
+/// headers and, with `forward_token`, the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_calls_use_claims_and_carry_the_identity() {
+    let b = Backend::start().await;
+    let routes = routes_file(
+        "web",
+        "/web",
+        "auth: customers\n",
+        "  - id: me\n    path: /me\n    aggregate:\n      calls:\n        me: { backend: b, path: \"/echo/{claims.tenant}/{claims.sub}\" }\n",
+    );
+    let gw = start(
+        gateway_config(&b.url(), "", &customers("")),
+        vec![("web.yaml", routes)],
+    )
+    .await;
+    let token = rs(&with(claims("user-7"), json!({ "tenant": "acme corp" })));
+    let got = get_with_token(&gw, "/web/me", &token).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    let me = &got.json()["me"];
+    assert_eq!(me["uri"], "/echo/acme%20corp/user-7");
+    assert_eq!(me["headers"]["x-user-id"], "user-7");
+    assert_eq!(me["headers"]["x-tenant-id"], "acme corp");
+    assert_eq!(me["headers"]["authorization"], bearer(&token));
+    assert_problem(
+        &call(&gw, "GET", "/web/me", &[]).await,
+        401,
+        "UNAUTHENTICATED",
+    );
+    assert_eq!(b.hits(), 1);
+}

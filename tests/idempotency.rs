@@ -213,3 +213,40 @@ fn idempotency_settings_are_checked() {
         "{out}"
     );
 }
+
+/// A `partner` file without `auth` authenticates with the gateway's API-key provider; a
+/// gateway without one is a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_files_use_api_keys_by_default() {
+    let b = Backend::start().await;
+    let gw_yaml = gateway_yaml(
+        &b.url(),
+        "",
+        &format!(
+            "auth:\n  partners:\n    api_keys:\n      keys:\n        - {{ id: acme, sha256: {} }}\n",
+            sha256_hex(ACME)
+        ),
+    );
+    let routes = "team: partner\nprefix: /partner\nbff: partner\nroutes:\n  - id: all\n    path: /{*rest}\n    proxy: { backend: b }\n";
+    let gw = Gateway::serve(ConfigDir::new(&gw_yaml, &[("partner.yaml", routes)]));
+    let anonymous = get(&gw.url("/partner/echo")).await;
+    assert_problem(&anonymous, 401, "UNAUTHENTICATED");
+    let keyed = send(
+        &client(),
+        Request::get(gw.url("/partner/echo"))
+            .header("x-api-key", ACME)
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(keyed.status, 200);
+    assert_eq!(b.hits(), 1);
+
+    let no_keys = "backends:\n  b:\n    url: http://127.0.0.1:1\n";
+    let (code, out) = validate_dir(&ConfigDir::new(no_keys, &[("partner.yaml", routes)]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("routes/partner.yaml:3: bff: `bff: partner` authenticates with API keys"),
+        "{out}"
+    );
+}

@@ -33,6 +33,9 @@ pub trait Bff: Send + Sync + 'static {
     /// The name route files select it with.
     const NAME: &'static str;
 
+    /// A file without `auth` authenticates with the gateway's API-key provider.
+    const API_KEYS_BY_DEFAULT: bool = false;
+
     /// Checks the options beyond their types: `(key below the block, message)` each.
     fn check(_options: &Self::Options) -> Vec<Finding> {
         Vec::new()
@@ -109,6 +112,10 @@ impl<B: Bff> Registered<B> {
 impl<B: Bff> Module for Registered<B> {
     fn name(&self) -> &'static str {
         B::NAME
+    }
+
+    fn api_keys_by_default(&self) -> bool {
+        B::API_KEYS_BY_DEFAULT
     }
 
     fn options_schema(&self) -> Value {

@@ -141,6 +141,12 @@ pub trait Module: Send + Sync {
 
     /// Checks the options (absent: `None`) and makes the file's layer.
     fn layer(&self, options: Option<&serde_json::Value>) -> Result<Arc<dyn Layer>, Vec<Finding>>;
+
+    /// Whether a file of this module without `auth` authenticates with the gateway's
+    /// API-key provider (`partner`).
+    fn api_keys_by_default(&self) -> bool {
+        false
+    }
 }
 
 /// The extensions a gateway build knows.

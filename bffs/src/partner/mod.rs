@@ -1,5 +1,7 @@
 //! The `partner` module (contract §3.8): for partner companies' integrations.
 //!
+//! A partner file without `auth` authenticates with the gateway's API-key provider.
+//!
 //! `deprecated: { sunset: DATE, link: URL, since: DATE }` adds to every answer of the file
 //! `Deprecation` (RFC 9745: `@<unix time>` of `since`, or `true` without it), `Sunset`
 //! (RFC 8594, an HTTP date) and `Link: <URL>; rel="deprecation"` (and `rel="sunset"`).
@@ -109,6 +111,7 @@ fn parse_date(text: &str) -> Option<SystemTime> {
 impl Bff for Partner {
     type Options = PartnerOptions;
     const NAME: &'static str = "partner";
+    const API_KEYS_BY_DEFAULT: bool = true;
 
     fn check(options: &PartnerOptions) -> Vec<Finding> {
         let mut findings = Vec::new();

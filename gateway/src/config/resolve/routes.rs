@@ -226,13 +226,14 @@ impl Resolver<'_> {
     ) -> FileDefaults {
         self.reject_unsupported(file, "", &[("graphql", f.graphql.is_some())]);
         let layer = self.module(file, f);
+        let default_auth = self.module_default_auth(file, f, known);
         let unset: Vec<&str> = f
             .routes
             .iter()
             .filter(|r| r.auth.is_none())
             .map(|r| r.id.as_str())
             .collect();
-        if f.auth.is_none() && !unset.is_empty() {
+        if f.auth.is_none() && default_auth.is_none() && !unset.is_empty() {
             self.warnings.push(file.diag(
                 "auth",
                 format!(
@@ -244,7 +245,8 @@ impl Resolver<'_> {
         let auth = f
             .auth
             .as_deref()
-            .and_then(|a| self.auth_ref(file, "auth", a, known));
+            .and_then(|a| self.auth_ref(file, "auth", a, known))
+            .or(default_auth);
         // A file-wide `require` is for the file's authenticated routes; a file without a
         // provider has none.
         if f.require.is_some() && f.auth.as_deref().is_none_or(|a| a == "none") {
@@ -332,6 +334,48 @@ impl Resolver<'_> {
             .layer(options)
             .map_err(|findings| self.findings(file, own_key, findings))
             .ok()
+    }
+
+    /// The auth a module's file gets without `auth:` (`partner`: the API-key provider).
+    fn module_default_auth(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        f: &RoutesFile,
+        known: &Known<'_>,
+    ) -> Option<RouteAuth> {
+        if f.auth.is_some() {
+            return None;
+        }
+        let name = f.bff.as_deref()?;
+        if !self.extensions.module(name)?.api_keys_by_default() {
+            return None;
+        }
+        let keyed: Vec<&AuthProvider> = known
+            .providers
+            .iter()
+            .filter(|p| matches!(p.kind, AuthKind::ApiKeys(_)))
+            .collect();
+        match keyed.as_slice() {
+            [one] => known
+                .provider_ids
+                .get(&one.name)
+                .map(|id| RouteAuth::Provider(*id)),
+            [] => {
+                self.errors.push(file.diag(
+                    "bff",
+                    format!("`bff: {name}` authenticates with API keys unless the file sets `auth`, but gateway.yaml has no `api_keys` provider: add one, or set `auth` (`none` for public routes)"),
+                ));
+                None
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(|p| p.name.as_str()).collect();
+                self.errors.push(file.diag(
+                    "bff",
+                    format!("`bff: {name}`: gateway.yaml has several `api_keys` providers ({}); name one with `auth`", names.join(", ")),
+                ));
+                None
+            }
+        }
     }
 
     /// An extension's or module's findings as errors under `key`.
