@@ -250,3 +250,17 @@ async fn partner_files_use_api_keys_by_default() {
         "{out}"
     );
 }
+
+/// An answer too large to keep still reaches the client whole; the key stays used, so a
+/// repeat never runs the request again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_to_keep_streams_and_the_key_stays_used() {
+    let b = Backend::start().await;
+    let gw = gateway(&b, ", max_body: 1KiB");
+    let got = post(&gw, "/partner/bytes/5000", ACME, Some("big-1"), "{}").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), 5000, "streamed whole");
+    let again = post(&gw, "/partner/bytes/5000", ACME, Some("big-1"), "{}").await;
+    assert_problem(&again, 409, "IDEMPOTENCY_KEY_IN_USE");
+    assert_eq!(b.hits(), 1, "never run twice");
+}

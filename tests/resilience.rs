@@ -1203,3 +1203,29 @@ fn resilience_settings_are_validated() {
         );
     }
 }
+
+/// A retry that finds every breaker open gives the client the backend's own last answer,
+/// not CIRCUIT_OPEN; the next request is refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_blocked_by_the_breaker_returns_the_last_answer() {
+    let b = Prog::start("b", status_retry_after(503, 0)).await;
+    let gw = one(&[
+        &url_of(&b),
+        "timeout: 1s",
+        "breaker: { consecutive_failures: 1, open_for: 30s }",
+        "retry: { attempts: 2, backoff: 1ms, max_backoff: 2ms }",
+    ]);
+    let c = client();
+    let url = gw.url("/api/thing");
+    let got = get_on(&c, &url).await;
+    assert_eq!(got.status, 503);
+    assert_eq!(
+        got.json()["from"],
+        "b",
+        "the backend's answer: {}",
+        got.text()
+    );
+    assert_eq!(b.hits(), 1);
+    assert_problem(&get_on(&c, &url).await, 503, "CIRCUIT_OPEN");
+    assert_eq!(b.hits(), 1);
+}

@@ -11,13 +11,12 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::body::{ClientBody, ResponseBody};
+use gateway::body::{ClientBody, Read, ResponseBody};
 use gateway::error::{Code, Problem};
 use gateway::extend::{Exchange, Finding, Layer, Module, Next, Reply, Reshaped};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::response::Parts;
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -184,35 +183,27 @@ impl<B: Bff> Layer for BffLayer<B> {
         Box::pin(async move {
             let (mut head, body) = response.into_parts();
             B::on_head(&self.options, &request, &mut head);
-            let declared = head
+            // Shaped: successful, uncompressed JSON answers to GET and other methods
+            // (a HEAD answer has no body to shape).
+            let encoded = head
                 .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+                .get(CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes() != b"identity");
             if !B::reads_body(&self.options)
+                || request.method == http::Method::HEAD
                 || !head.status.is_success()
                 || !is_json(&head)
-                || declared.is_some_and(|n| n > MAX_SHAPED_BODY)
+                || encoded
             {
                 return Response::from_parts(head, body);
             }
-            let bytes = match http_body_util::Limited::new(body, MAX_SHAPED_BODY as usize)
-                .collect()
-                .await
-            {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => {
-                    let request_id = head
-                        .headers
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    return Problem::new(
-                        Code::UpstreamUnavailable,
-                        "the answer broke off or is too large to shape",
-                    )
-                    .into_response(&request_id);
+            let bytes = match body.read_up_to(MAX_SHAPED_BODY as usize).await {
+                Read::Whole(bytes) => bytes,
+                // Too large to shape: it streams on as it is.
+                Read::TooLarge(body) => return Response::from_parts(head, body),
+                Read::Broken => {
+                    return Problem::new(Code::UpstreamUnavailable, "the answer broke off")
+                        .into_response(&request.request_id);
                 }
             };
             let bytes = match serde_json::from_slice::<Value>(&bytes) {

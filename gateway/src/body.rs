@@ -31,6 +31,19 @@ pub enum ResponseBody {
     Full(Full<Bytes>),
     /// A backend's body, streamed, with a copy kept for a shadow comparison.
     Teed(PooledBody, Tee),
+    /// A body whose start was read (to look at it) before the rest streams on.
+    Resumed(Option<Bytes>, Box<ResponseBody>),
+}
+
+/// What [`ResponseBody::read_up_to`] found.
+#[derive(Debug)]
+pub enum Read {
+    /// The whole body, at most the cap.
+    Whole(Bytes),
+    /// Larger than the cap: the body as it was, to stream on untouched.
+    TooLarge(ResponseBody),
+    /// The body broke off.
+    Broken,
 }
 
 impl ResponseBody {
@@ -47,6 +60,30 @@ impl ResponseBody {
     /// A backend's streamed body.
     pub fn upstream(body: PooledBody) -> Self {
         ResponseBody::Upstream(body)
+    }
+
+    /// Reads the body in full if it is at most `cap` bytes; a larger one is handed back
+    /// whole (what was read, then the rest), so it can still stream to the client.
+    pub async fn read_up_to(mut self, cap: usize) -> Read {
+        use http_body_util::BodyExt;
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match self.frame().await {
+                None => return Read::Whole(buf.freeze()),
+                Some(Err(_)) => return Read::Broken,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        buf.extend_from_slice(data);
+                    }
+                    if buf.len() > cap {
+                        return Read::TooLarge(ResponseBody::Resumed(
+                            Some(buf.freeze()),
+                            Box::new(self),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -69,6 +106,10 @@ impl Body for ResponseBody {
             ResponseBody::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+            ResponseBody::Resumed(start, rest) => match start.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
+            },
         }
     }
 
@@ -76,6 +117,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(body) | ResponseBody::Teed(body, _) => body.is_end_stream(),
             ResponseBody::Full(body) => body.is_end_stream(),
+            ResponseBody::Resumed(start, rest) => start.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -83,6 +125,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(body) | ResponseBody::Teed(body, _) => body.size_hint(),
             ResponseBody::Full(body) => body.size_hint(),
+            ResponseBody::Resumed(..) => SizeHint::default(),
         }
     }
 }

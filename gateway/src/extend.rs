@@ -100,6 +100,8 @@ pub struct Exchange {
     pub request_id: String,
     /// Who is calling: the API key's id or the token's subject (`None`: anonymous).
     pub caller: Option<String>,
+    /// When the request's deadline passes.
+    pub deadline: tokio::time::Instant,
 }
 
 /// The rest of a route's work (its handler), for [`Layer::around`].

@@ -336,7 +336,13 @@ impl Aggregator {
             Ok(res) => res,
             Err(e) => {
                 return Err(match e {
-                    upstream::Error::Timeout { .. } => timeout(),
+                    // The backend's own `timeout` fired first.
+                    upstream::Error::Timeout { deadline: false } => Failure::new(
+                        "TIMEOUT",
+                        "the backend did not answer within its timeout",
+                        Problem::upstream_timeout(),
+                    ),
+                    upstream::Error::Timeout { deadline: true } => timeout(),
                     upstream::Error::CircuitOpen { retry_after } => Failure::new(
                         "CIRCUIT_OPEN",
                         "the backend's circuit breaker is open",

@@ -120,7 +120,11 @@ impl Template {
                 let values = scope.many(v).ok_or_else(|| missing(name))?;
                 let mut texts = Vec::with_capacity(values.len());
                 for value in values {
-                    texts.push(text_of(&value).ok_or_else(|| missing(name))?);
+                    let text = text_of(&value).ok_or_else(|| missing(name))?;
+                    if encode && dot_segment(&text) {
+                        return Err(dots(name));
+                    }
+                    texts.push(text);
                 }
                 each = Some(texts);
             }
@@ -137,6 +141,9 @@ impl Template {
                     Part::Var(v, name) => {
                         let value = scope.one(v).ok_or_else(|| missing(name))?;
                         let text = text_of(&value).ok_or_else(|| missing(name))?;
+                        if encode && dot_segment(&text) {
+                            return Err(dots(name));
+                        }
                         push(&mut out, &text, encode);
                     }
                 }
@@ -176,6 +183,10 @@ fn missing(name: &str) -> String {
     format!("`{name}` has no value")
 }
 
+fn dots(name: &str) -> String {
+    format!("`{name}` as a path segment (`.` or `..`), which is never sent")
+}
+
 fn push(out: &mut String, text: &str, encode: bool) {
     out.push_str(&encoded(text, encode));
 }
@@ -192,11 +203,13 @@ fn encoded(text: &str, encode: bool) -> String {
             out.push_str(&format!("%{b:02X}"));
         }
     }
-    // `.` and `..` alone would still move in a path.
-    if out == "." || out == ".." {
-        out = out.replace('.', "%2E");
-    }
     out
+}
+
+/// A value that would be a dot segment in a path (`.`, `..`; also encoded, which many
+/// servers decode before resolving) is refused rather than sent.
+fn dot_segment(text: &str) -> bool {
+    matches!(text, "." | "..")
 }
 
 /// A scalar as text (strings as they are, numbers and booleans as JSON).
@@ -424,12 +437,16 @@ mod tests {
         let t = Template::parse("/{order.missing}", &n).unwrap();
         assert!(t.render(&scope, true, false).is_err());
         let t = Template::parse("/{id}", &n).unwrap();
-        let dots = vec![("id".to_string(), "..".to_string())];
+        let dot_dot = vec![("id".to_string(), "..".to_string())];
         let scope = Scope {
-            params: &dots,
+            params: &dot_dot,
             ..scope
         };
-        assert_eq!(t.render(&scope, true, false).unwrap(), vec!["/%2E%2E"]);
+        assert!(
+            t.render(&scope, true, false)
+                .unwrap_err()
+                .contains("never sent")
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod tests {
             query: None,
             request_id: "req-1".into(),
             caller: None,
+            deadline: tokio::time::Instant::now(),
         }
     }
 

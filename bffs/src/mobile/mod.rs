@@ -142,7 +142,9 @@ impl Bff for Mobile {
         }
         head.headers
             .append(VARY, HeaderValue::from_static("accept-encoding"));
-        if none_match(&request.headers, &tag) {
+        // A 304 only answers reads: an unsafe method has acted already.
+        let read = matches!(request.method, http::Method::GET | http::Method::HEAD);
+        if read && none_match(&request.headers, &tag) {
             head.status = StatusCode::NOT_MODIFIED;
             head.headers.remove(CONTENT_TYPE);
             return Bytes::new();

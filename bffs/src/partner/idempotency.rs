@@ -7,7 +7,8 @@
 //!   key's later repeats get it back with `Idempotent-Replayed: true`, never reaching the
 //!   backend again (a 5xx, a gateway problem or a cancelled request keeps nothing, so the
 //!   client may try again),
-//! - same key, same request, still running → 409 IDEMPOTENCY_KEY_IN_USE,
+//! - same key, same request, still running (or run, but its answer was too large to keep)
+//!   → 409 IDEMPOTENCY_KEY_IN_USE,
 //! - same key, another request → 422 IDEMPOTENCY_KEY_REUSED.
 //!
 //! The answers live in a [`Store`]: [`LocalStore`] (bounded, in memory) today, shared
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::body::{ClientBody, ResponseBody};
+use gateway::body::{ClientBody, Read, ResponseBody};
 use gateway::error::{Code, Problem};
 use gateway::extend::{Exchange, Next, Reply};
 use http::header::{CONTENT_LENGTH, HeaderValue};
@@ -52,6 +53,9 @@ pub enum Begin {
     Reused,
     /// The same request already answered: this answer.
     Replay(Arc<Stored>),
+    /// The request already ran, but its answer could not be kept (too large, or it broke
+    /// off): it is not run again.
+    Unkept,
 }
 
 /// Where answers are kept.
@@ -60,6 +64,8 @@ pub trait Store: Send + Sync + Debug {
     fn begin(&self, key: &str, fingerprint: Fingerprint) -> Begin;
     /// Keeps the answer of a started key.
     fn complete(&self, key: &str, answer: Stored);
+    /// Marks a started key as run, without an answer to replay.
+    fn complete_unkept(&self, key: &str, fingerprint: Fingerprint);
     /// Forgets a started key (nothing kept; the client may try again).
     fn abandon(&self, key: &str);
 }
@@ -68,6 +74,7 @@ pub trait Store: Send + Sync + Debug {
 enum Entry {
     Running(Fingerprint),
     Done(Arc<Stored>),
+    Unkept(Fingerprint),
 }
 
 /// The in-memory store: at most `max_keys` keys, each for `ttl`.
@@ -100,6 +107,7 @@ impl Store for LocalStore {
         match entry.value().as_ref() {
             Entry::Running(f) if *f == fingerprint => Begin::InFlight,
             Entry::Done(s) if s.fingerprint == fingerprint => Begin::Replay(s.clone()),
+            Entry::Unkept(f) if *f == fingerprint => Begin::Unkept,
             _ => Begin::Reused,
         }
     }
@@ -109,22 +117,34 @@ impl Store for LocalStore {
             .insert(key.to_string(), Arc::new(Entry::Done(Arc::new(answer))));
     }
 
+    fn complete_unkept(&self, key: &str, fingerprint: Fingerprint) {
+        self.cache
+            .insert(key.to_string(), Arc::new(Entry::Unkept(fingerprint)));
+    }
+
     fn abandon(&self, key: &str) {
         self.cache.invalidate(key);
     }
 }
 
-/// A started key, abandoned unless completed (a cancelled request keeps nothing).
+/// A started key: abandoned if nothing reached the backend, kept as run (without an
+/// answer) if the backend acted but the answer was not kept — also when the client went
+/// away in between.
 struct Claim<'a> {
     store: &'a dyn Store,
     key: String,
+    fingerprint: Fingerprint,
+    /// The backend has answered (it acted).
+    acted: bool,
     done: bool,
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.store.abandon(&self.key);
+        match (self.done, self.acted) {
+            (true, _) => {}
+            (false, true) => self.store.complete_unkept(&self.key, self.fingerprint),
+            (false, false) => self.store.abandon(&self.key),
         }
     }
 }
@@ -158,8 +178,10 @@ impl Idempotency {
         body: Request<ClientBody>,
         next: Next<'a>,
     ) -> Reply<'a> {
+        // Keys are scoped per caller: an anonymous request has no scope to keep them in.
         let keyed = matches!(request.method, Method::POST | Method::PATCH)
-            && request.headers.contains_key("idempotency-key");
+            && request.headers.contains_key("idempotency-key")
+            && request.caller.is_some();
         if !keyed {
             return next(body);
         }
@@ -182,15 +204,14 @@ impl Idempotency {
                 Problem::bad_request("Idempotency-Key must be 1 to 255 visible characters")
             })?;
         let (parts, body) = req.into_parts();
-        let bytes = match http_body_util::Limited::new(body, self.max_body)
-            .collect()
-            .await
-        {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+        let read = http_body_util::Limited::new(body, self.max_body).collect();
+        let bytes = match tokio::time::timeout_at(request.deadline, read).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(Problem::payload_too_large(self.max_body as u64));
             }
-            Err(_) => return Err(Problem::bad_request("malformed request body")),
+            Ok(Err(_)) => return Err(Problem::bad_request("malformed request body")),
+            Err(_) => return Err(Problem::gateway_timeout()),
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let fp = fingerprint(&parts.method, target, &bytes);
@@ -209,6 +230,10 @@ impl Idempotency {
                 Code::IdempotencyKeyInUse,
                 "a request with this Idempotency-Key is still in progress",
             )),
+            Begin::Unkept => Err(Problem::new(
+                Code::IdempotencyKeyInUse,
+                "a request with this Idempotency-Key already ran; its answer could not be kept to replay",
+            )),
             Begin::Reused => Err(Problem::new(
                 Code::IdempotencyKeyReused,
                 "this Idempotency-Key was already used for another request",
@@ -217,6 +242,8 @@ impl Idempotency {
                 let mut claim = Claim {
                     store: self.store.as_ref(),
                     key: scoped,
+                    fingerprint: fp,
+                    acted: false,
                     done: false,
                 };
                 let res = next(Request::from_parts(parts, ClientBody::read(bytes))).await?;
@@ -224,17 +251,19 @@ impl Idempotency {
                 {
                     return Ok(res); // the claim is dropped: nothing kept
                 }
+                claim.acted = true;
                 let (mut head, body) = res.into_parts();
-                let Ok(collected) = http_body_util::Limited::new(body, self.max_body)
-                    .collect()
-                    .await
-                else {
-                    return Err(Problem::new(
-                        Code::UpstreamUnavailable,
-                        "the answer broke off or is too large to keep for Idempotency-Key",
-                    ));
+                let bytes = match body.read_up_to(self.max_body).await {
+                    Read::Whole(bytes) => bytes,
+                    // Kept as run by the claim's drop.
+                    Read::TooLarge(body) => return Ok(Response::from_parts(head, body)),
+                    Read::Broken => {
+                        return Err(Problem::new(
+                            Code::UpstreamUnavailable,
+                            "the answer broke off",
+                        ));
+                    }
                 };
-                let bytes = collected.to_bytes();
                 head.headers.remove(CONTENT_LENGTH);
                 claim.store.complete(
                     &claim.key,

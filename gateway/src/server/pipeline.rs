@@ -353,6 +353,7 @@ async fn route(
         headers: req.headers().clone(),
         query: query_of(entry, &req).map(|q| q.into_owned()),
         request_id: request_id.to_str().unwrap_or_default().to_string(),
+        deadline,
         caller: dispatch
             .identity
             .as_deref()

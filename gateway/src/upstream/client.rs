@@ -308,15 +308,23 @@ impl Upstream {
         let mut replay = Replay::new(req, call.idempotent && self.replays());
         let mut tried: Option<Arc<Endpoint>> = None;
         let mut retries = 0u32;
+        // The attempt being retried: its answer still goes back if no new attempt can
+        // be made.
+        let mut previous: Option<Attempt> = None;
         loop {
             let now = Instant::now();
-            if now >= call.deadline {
-                return Err(Error::Timeout { deadline: true });
-            }
-            let (endpoint, ticket) = self
-                .balancer
-                .pick(tried.as_ref(), now)
-                .map_err(|retry_after| Error::CircuitOpen { retry_after })?;
+            let picked = if now >= call.deadline {
+                Err(Error::Timeout { deadline: true })
+            } else {
+                self.balancer
+                    .pick(tried.as_ref(), now)
+                    .map_err(|retry_after| Error::CircuitOpen { retry_after })
+            };
+            let (endpoint, ticket) = match (picked, previous.take()) {
+                (Ok(pick), _) => pick,
+                (Err(_), Some(attempt)) => return finish(attempt, permit),
+                (Err(e), None) => return Err(e),
+            };
             let Some(req) = replay.next() else {
                 // Unreachable: a request that was sent is only retried when copied.
                 return Err(Error::Timeout { deadline: true });
@@ -340,13 +348,21 @@ impl Upstream {
                 return finish(attempt, permit);
             }
             tried = Some(attempt.endpoint().clone());
-            if let Attempt::Failed {
-                unsent: Some(req), ..
-            } = attempt
-            {
-                replay.put_back(req);
-            }
-            // Any response of the failed attempt is dropped here, closing its connection.
+            previous = Some(match attempt {
+                Attempt::Failed {
+                    error,
+                    endpoint,
+                    unsent: Some(req),
+                } => {
+                    replay.put_back(req);
+                    Attempt::Failed {
+                        error,
+                        endpoint,
+                        unsent: None,
+                    }
+                }
+                other => other,
+            });
             retries += 1;
             tracing::debug!(backend = %self.name, retry = retries, ?wait, "retrying");
             tokio::time::sleep(wait).await;
@@ -440,7 +456,11 @@ impl Upstream {
     ) -> Attempt {
         let endpoint = busy.endpoint().clone();
         drop(busy);
-        self.settle(&endpoint, ticket, Outcome::of(&error), start);
+        // The caller's deadline cut it: not the backend's fault (the ticket is dropped
+        // unsettled, like a cancellation).
+        if !matches!(error, Error::Timeout { deadline: true }) {
+            self.settle(&endpoint, ticket, Outcome::of(&error), start);
+        }
         Attempt::Failed {
             error,
             endpoint,
@@ -477,9 +497,13 @@ impl Upstream {
     ) -> Attempt {
         let first = self.attempt(endpoint.clone(), ticket, req, deadline);
         tokio::pin!(first);
+        let hedge_at = Instant::now() + after;
+        if hedge_at >= deadline {
+            return first.await;
+        }
         tokio::select! {
             done = &mut first => return done,
-            () = tokio::time::sleep_until((Instant::now() + after).min(deadline)) => {}
+            () = tokio::time::sleep_until(hedge_at) => {}
         }
         let now = Instant::now();
         if !self.budget.as_ref().is_some_and(|b| b.try_retry(now)) {
