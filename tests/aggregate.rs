@@ -19,9 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use support::*;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
 
 // ---------------------------------------------------------------------------------------
@@ -187,41 +185,6 @@ async fn answer(
                 .unwrap(),
         });
     }
-}
-
-/// A raw TCP backend that reads a request head, never answers, and sends on the channel
-/// `true` when a request arrived and `false` when the gateway closed the connection.
-async fn silent_backend() -> (SocketAddr, mpsc::UnboundedReceiver<(bool, Instant)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                let mut requested = false;
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = tx.send((false, Instant::now()));
-                            return;
-                        }
-                        Ok(n) if !requested => {
-                            head.extend_from_slice(&buf[..n]);
-                            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                                requested = true;
-                                let _ = tx.send((true, Instant::now()));
-                            }
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -836,13 +799,13 @@ async fn the_route_deadline_cuts_calls_in_flight() {
         "answered at the 300 ms deadline: {took:?}"
     );
     match timeout(Duration::from_secs(1), events.recv()).await {
-        Ok(Some((true, _))) => {}
+        Ok(Some(SilentEvent::Request(_))) => {}
         other => panic!("the hanging call reached its backend: {other:?}"),
     }
     let closed = timeout(Duration::from_secs(1), async {
         loop {
             match events.recv().await {
-                Some((false, at)) => return at,
+                Some(SilentEvent::Closed(_, at)) => return at,
                 Some(_) => {}
                 None => panic!("backend stopped"),
             }

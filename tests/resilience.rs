@@ -19,9 +19,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, timeout};
 
 // ---------------------------------------------------------------------------------------
@@ -193,51 +192,6 @@ async fn answer(
             Err("reset by test backend".into())
         }
     }
-}
-
-/// What a silent raw-TCP backend saw on connection N.
-#[derive(Debug)]
-enum Seen {
-    Request(usize),
-    Closed(usize, Instant),
-}
-
-/// A raw TCP backend that reads request heads, never answers, and reports when the
-/// gateway closes a connection (read returns 0 or fails).
-async fn silent_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut next = 0;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            next += 1;
-            let conn = next;
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                let mut requested = false;
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => {
-                            let _ = tx.send(Seen::Closed(conn, Instant::now()));
-                            return;
-                        }
-                        Ok(n) if !requested => {
-                            head.extend_from_slice(&buf[..n]);
-                            if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                                requested = true;
-                                let _ = tx.send(Seen::Request(conn));
-                            }
-                        }
-                        Ok(_) => {}
-                    }
-                }
-            });
-        }
-    });
-    (addr, rx)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1034,7 +988,7 @@ async fn a_cancelled_client_request_drops_the_backend_connection() {
         .await
         .unwrap();
     let conn = match timeout(Duration::from_secs(3), seen.recv()).await {
-        Ok(Some(Seen::Request(conn))) => conn,
+        Ok(Some(SilentEvent::Request(conn))) => conn,
         other => panic!("the request did not reach the backend: {other:?}"),
     };
     sleep(Duration::from_millis(200)).await;
@@ -1047,7 +1001,7 @@ async fn a_cancelled_client_request_drops_the_backend_connection() {
     let closed = timeout(Duration::from_secs(2), async {
         loop {
             match seen.recv().await {
-                Some(Seen::Closed(c, at)) if c == conn => return at,
+                Some(SilentEvent::Closed(c, at)) if c == conn => return at,
                 Some(_) => {}
                 None => panic!("backend stopped"),
             }
@@ -1065,7 +1019,7 @@ async fn a_cancelled_client_request_drops_the_backend_connection() {
     let next = timeout(Duration::from_secs(3), async {
         loop {
             match seen.recv().await {
-                Some(Seen::Request(_)) => return,
+                Some(SilentEvent::Request(_)) => return,
                 Some(_) => {}
                 None => panic!("backend stopped"),
             }

@@ -24,6 +24,16 @@ use serde_json::Value;
 /// The largest answer a module reads in full (larger ones pass through untouched).
 pub const MAX_SHAPED_BODY: u64 = 8 * 1024 * 1024;
 
+/// Reads a typed block; an error names the key below the block where serde was (an
+/// unknown field's path ends with its name).
+pub(crate) fn read<T: DeserializeOwned>(block: &Value) -> Result<T, Finding> {
+    serde_path_to_error::deserialize(block.clone()).map_err(|e| {
+        let path = e.path().to_string();
+        let below = if path == "." { String::new() } else { path };
+        (below, e.inner().to_string())
+    })
+}
+
 /// A BFF module.
 pub trait Bff: Send + Sync + 'static {
     /// Its options (`Default` when the file gives none).
@@ -124,13 +134,7 @@ impl<B: Bff> Module for Registered<B> {
     fn layer(&self, options: Option<&Value>) -> Result<Arc<dyn Layer>, Vec<Finding>> {
         let options: B::Options = match options {
             None => B::Options::default(),
-            Some(v) => serde_path_to_error::deserialize(v.clone()).map_err(|e| {
-                let message = e.inner().to_string();
-                // Where serde was (an unknown field's path ends with its name).
-                let path = e.path().to_string();
-                let below = if path == "." { String::new() } else { path };
-                vec![(below, message)]
-            })?,
+            Some(v) => read(v).map_err(|finding| vec![finding])?,
         };
         let findings = B::check(&options);
         if !findings.is_empty() {

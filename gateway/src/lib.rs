@@ -22,6 +22,7 @@ pub mod cors;
 pub mod error;
 pub mod extend;
 pub mod proxy;
+pub mod query;
 pub mod rate_limit;
 pub mod routing;
 pub mod server;

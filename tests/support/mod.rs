@@ -555,3 +555,51 @@ pub fn sha256_hex(s: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// What a silent raw-TCP backend saw on connection N.
+#[derive(Debug)]
+pub enum SilentEvent {
+    Request(usize),
+    Closed(usize, std::time::Instant),
+}
+
+/// A raw TCP backend that reads request heads, never answers, and reports when the
+/// gateway closes a connection (read returns 0 or fails).
+pub async fn silent_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<SilentEvent>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut next = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            next += 1;
+            let conn = next;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let mut requested = false;
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = tx.send(SilentEvent::Closed(conn, std::time::Instant::now()));
+                            return;
+                        }
+                        Ok(n) if !requested => {
+                            head.extend_from_slice(&buf[..n]);
+                            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                requested = true;
+                                let _ = tx.send(SilentEvent::Request(conn));
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}

@@ -114,8 +114,7 @@ impl Extension for Aggregate {
     }
 
     fn resolve(&self, block: &Value, route: &RouteInfo<'_>) -> Result<Arc<dyn Plan>, Vec<Finding>> {
-        let spec: Spec = serde_json::from_value(block.clone())
-            .map_err(|e| vec![(String::new(), e.to_string())])?;
+        let spec: Spec = crate::module::read(block).map_err(|finding| vec![finding])?;
         let mut findings = Vec::new();
         if spec.calls.is_empty() {
             findings.push(("calls".into(), "list at least one call".into()));
@@ -123,18 +122,17 @@ impl Extension for Aggregate {
         let names: Vec<String> = spec.calls.keys().cloned().collect();
         let mut specs = BTreeMap::new();
         for (name, value) in &spec.calls {
-            match serde_json::from_value::<CallSpec>(value.clone()) {
+            match crate::module::read::<CallSpec>(value) {
                 Ok(c) => {
                     specs.insert(name.clone(), c);
                 }
-                Err(e) => {
-                    let message = e.to_string();
-                    // Point at the offending key when serde names it.
-                    let below = message
-                        .strip_prefix("unknown field `")
-                        .and_then(|rest| rest.split('`').next())
-                        .map_or(String::new(), |field| format!(".{field}"));
-                    findings.push((format!("calls.{name}{below}"), message));
+                Err((below, message)) => {
+                    let key = if below.is_empty() {
+                        format!("calls.{name}")
+                    } else {
+                        format!("calls.{name}.{below}")
+                    };
+                    findings.push((key, message));
                 }
             }
         }
@@ -358,12 +356,4 @@ impl Plan for AggregatePlan {
             calls: self.calls.clone(),
         })
     }
-}
-
-/// A query parameter's decoded value.
-pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    template::query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
 }

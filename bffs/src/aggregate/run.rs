@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::template::{Scope, query_pairs};
+use super::template::Scope;
 use super::{BodyTemplate, CallPlan};
 
 /// Largest backend answer read for one call.
@@ -104,7 +104,7 @@ impl Aggregator {
             context,
         } = req;
         let (parts, _) = request.into_parts();
-        let query = query_pairs(query.as_deref());
+        let query = gateway::query::pairs(query.as_deref());
         let claims = context.identity.as_ref().map(|i| i.claims());
         let headers = backend_headers(&parts.headers, &context);
         let deadline = context.deadline;

@@ -162,7 +162,9 @@ impl Bff for Mobile {
 
 /// `?fields=a,b.c` as paths.
 fn fields(query: Option<&str>) -> Option<Vec<Vec<String>>> {
-    let value = crate::aggregate::query_value(query, "fields")?;
+    let value = gateway::query::query_param(query?, "fields")
+        .into_iter()
+        .next()?;
     let paths: Vec<Vec<String>> = value
         .split(',')
         .map(str::trim)

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use subtle::ConstantTimeEq;
 
-use super::{Failure, Identity, query_param, sha256};
+use super::{Failure, Identity, sha256};
 use crate::config::ApiKeys;
+use crate::query::query_param;
 
 /// A running API-key provider.
 #[derive(Debug)]

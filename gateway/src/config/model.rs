@@ -139,8 +139,8 @@ impl Backend {
         Self {
             name: name.to_string(),
             instances,
-            connect_timeout: Duration::from_secs(1),
-            timeout: Duration::from_secs(30),
+            connect_timeout: super::raw::default_connect_timeout().0,
+            timeout: super::raw::default_backend_timeout().0,
             max_concurrency: None,
             balance: Balance::RoundRobin,
             breaker: None,
@@ -152,6 +152,9 @@ impl Backend {
         }
     }
 }
+
+/// The share of requests that may be retried (or hedged) when `retry.budget` is not set.
+pub const DEFAULT_RETRY_BUDGET: f64 = 0.2;
 
 /// How a backend with several instances chooses one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

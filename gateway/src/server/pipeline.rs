@@ -373,7 +373,7 @@ fn query_of<'r>(entry: &RouteEntry, req: &'r Request<ClientBody>) -> Option<Cow<
         Some(param) => req
             .uri()
             .query()
-            .and_then(|q| crate::auth::strip_query_param(q, param).map(Cow::Owned)),
+            .and_then(|q| crate::query::strip_query_param(q, param).map(Cow::Owned)),
         None => req.uri().query().map(Cow::Borrowed),
     }
 }
@@ -401,22 +401,10 @@ impl Dispatch<'_> {
             Extension(&'a Arc<dyn crate::extend::Handler>),
             Proxy(&'a proxy::ProxyRoute, Option<HeaderValue>),
         }
-        let Dispatch {
-            entry,
-            conn,
-            client,
-            path,
-            params,
-            request_id,
-            traceparent,
-            edge,
-            deadline,
-            identity,
-            outcome,
-        } = self;
+        let entry = self.entry;
         let target = match &entry.handler {
             RouteHandler::Static(s) => {
-                outcome.made_here = true;
+                self.outcome.made_here = true;
                 let mut res = Response::new(ResponseBody::full(s.body.clone()));
                 *res.status_mut() = s.status;
                 *res.headers_mut() = s.headers.clone();
@@ -425,23 +413,29 @@ impl Dispatch<'_> {
             RouteHandler::Extension(handler) => Target::Extension(handler),
             RouteHandler::Proxy(p) => Target::Proxy(p, None),
             RouteHandler::Split(split) => {
-                let choice = split.choose(req.headers(), client, conn.tls, identity.as_deref());
+                let choice = split.choose(
+                    req.headers(),
+                    self.client,
+                    self.conn.tls,
+                    self.identity.as_deref(),
+                );
                 Target::Proxy(&choice.target.route, choice.set_cookie)
             }
         };
         let ctx = proxy_context(
             entry,
-            conn,
+            self.conn,
             &req,
-            request_id,
-            traceparent,
-            edge,
-            deadline,
-            identity,
+            self.request_id,
+            self.traceparent,
+            self.edge,
+            self.deadline,
+            self.identity,
         );
         let (p, set_cookie) = match target {
             Target::Extension(handler) => {
-                let params = params
+                let params = self
+                    .params
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
@@ -457,8 +451,8 @@ impl Dispatch<'_> {
             }
             Target::Proxy(p, set_cookie) => (p, set_cookie),
         };
-        let target = p.target(path, params, query_of(entry, &req).as_deref());
-        outcome.backend = Some(p.upstream.clone());
+        let target = p.target(self.path, self.params, query_of(entry, &req).as_deref());
+        self.outcome.backend = Some(p.upstream.clone());
         // `forward` keeps to the deadline itself, with one timer per attempt.
         let mut res = proxy::forward(p, req, &target, ctx).await;
         if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {

@@ -302,15 +302,18 @@ impl Balancer {
 
     /// The less busy of two instances picked at random among those `ok` allows.
     fn two_choices(&self, ok: &dyn Fn(&Arc<Endpoint>) -> bool) -> Option<&Arc<Endpoint>> {
-        let candidates: Vec<&Arc<Endpoint>> = self.endpoints.iter().filter(|e| ok(e)).collect();
-        match candidates.len() {
+        // No list is built on the request path: count, then walk to the two picks.
+        let nth = |k: usize| self.endpoints.iter().filter(|e| ok(e)).nth(k);
+        match self.endpoints.iter().filter(|e| ok(e)).count() {
             0 => None,
-            1 => Some(candidates[0]),
+            1 => nth(0),
             n => {
                 let a = fastrand::usize(0..n);
                 let b = (a + 1 + fastrand::usize(0..n - 1)) % n;
-                let (a, b) = (candidates[a], candidates[b]);
-                Some(if b.in_flight() < a.in_flight() { b } else { a })
+                match (nth(a), nth(b)) {
+                    (Some(a), Some(b)) => Some(if b.in_flight() < a.in_flight() { b } else { a }),
+                    (a, b) => a.or(b),
+                }
             }
         }
     }

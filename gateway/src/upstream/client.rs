@@ -256,10 +256,11 @@ impl Upstream {
             }
         }
         let budget = (backend.retry.is_some() || backend.hedge.is_some()).then(|| {
-            Budget::new(
-                backend.retry.as_ref().map_or(0.2, |r| r.budget),
-                Instant::now(),
-            )
+            let share = backend
+                .retry
+                .as_ref()
+                .map_or(config::DEFAULT_RETRY_BUDGET, |r| r.budget);
+            Budget::new(share, now)
         });
         Self {
             name: backend.name.clone(),

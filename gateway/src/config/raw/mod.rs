@@ -169,10 +169,10 @@ pub struct Backend {
     pub fault: Option<Fault>,
 }
 
-fn default_connect_timeout() -> Duration {
+pub(crate) fn default_connect_timeout() -> Duration {
     Duration::from_secs(1)
 }
-fn default_backend_timeout() -> Duration {
+pub(crate) fn default_backend_timeout() -> Duration {
     Duration::from_secs(30)
 }
 

@@ -153,7 +153,7 @@ fn retry(r: &raw::Retry, diag: &mut Diag<'_>) -> RetrySettings {
         attempts: r.attempts,
         backoff,
         max_backoff,
-        budget: r.budget.map_or(0.2, |b| b.fraction()),
+        budget: r.budget.map_or(DEFAULT_RETRY_BUDGET, |b| b.fraction()),
         on: conditions(r.on.as_deref(), DEFAULT_RETRY_ON, "retry.on", diag),
     }
 }
