@@ -30,6 +30,7 @@ pub(crate) const ROUTE_FILES: &[(&str, &str)] = &[
         "routes/partner.yaml",
         include_str!("../routes/partner.yaml"),
     ),
+    ("routes/web.graphql", include_str!("../routes/web.graphql")),
     ("routes/web.yaml", include_str!("../routes/web.yaml")),
 ];
 
@@ -107,11 +108,17 @@ fn app(name: &str, jwks: &Value) -> Router {
                 get(|Path(id): Path<String>| async move { Json(order_for(&id)) }),
             ),
         "users" => Router::new()
+            // Many at once: `?ids=a,b` (the GraphQL batch call).
+            .route(
+                "/users",
+                get(|Query(q): Query<HashMap<String, String>>| async move {
+                    let ids = q.get("ids").cloned().unwrap_or_default();
+                    Json(Value::Array(ids.split(',').filter(|i| !i.is_empty()).map(user).collect()))
+                }),
+            )
             .route(
                 "/users/{id}",
-                get(|Path(id): Path<String>| async move {
-                    Json(json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" }))
-                }),
+                get(|Path(id): Path<String>| async move { Json(user(&id)) }),
             )
             // Slow on purpose: the order page's call gives up after 150 ms.
             .route(
@@ -127,8 +134,12 @@ fn app(name: &str, jwks: &Value) -> Router {
             Router::new().route(
                 "/inventory",
                 get(move |Query(q): Query<HashMap<String, String>>| async move {
-                    let sku = q.get("sku").cloned().unwrap_or_else(|| "unknown".into());
-                    Json(json!({ "sku": sku, "in_stock": true, "quantity": 7, "instance": instance }))
+                    let stock = |sku: &str| json!({ "sku": sku, "in_stock": true, "quantity": 7, "instance": instance });
+                    // Many at once: `?skus=a,b` (the GraphQL batch call).
+                    if let Some(skus) = q.get("skus") {
+                        return Json(Value::Array(skus.split(',').filter(|s| !s.is_empty()).map(stock).collect()));
+                    }
+                    Json(stock(q.get("sku").map_or("unknown", String::as_str)))
                 }),
             )
         }
@@ -172,7 +183,15 @@ fn cart(served_by: &str) -> Value {
 }
 
 fn order(n: u32) -> Value {
-    json!({ "id": n.to_string(), "status": "shipped", "customer_id": format!("c-{}", n % 7), "sku": format!("sku-{n}"), "total": 10.5 * f64::from(n) })
+    json!({
+        "id": n.to_string(), "status": "shipped", "customer_id": format!("c-{}", n % 7),
+        "sku": format!("sku-{n}"), "total": 10.5 * f64::from(n),
+        "items": [{ "sku": format!("sku-{n}"), "quantity": 1 }, { "sku": format!("sku-{}", n % 5), "quantity": 2 }],
+    })
+}
+
+fn user(id: &str) -> Value {
+    json!({ "id": id, "name": format!("Customer {id}"), "tier": "gold" })
 }
 
 fn order_for(id: &str) -> Value {
@@ -228,6 +247,15 @@ pub(crate) fn run(listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) 
         },
         routes: ROUTE_FILES
             .iter()
+            .filter(|(n, _)| n.ends_with(".yaml"))
+            .map(|(n, t)| Source {
+                name: (*n).into(),
+                text: (*t).into(),
+            })
+            .collect(),
+        files: ROUTE_FILES
+            .iter()
+            .filter(|(n, _)| !n.ends_with(".yaml"))
             .map(|(n, t)| Source {
                 name: (*n).into(),
                 text: (*t).into(),

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use gateway::extend::{Extensions, Module};
 
 pub mod aggregate;
+mod call;
 pub mod envelope;
+pub mod graphql;
 pub mod handlers;
 pub mod mobile;
 pub mod module;
 pub mod partner;
+mod template;
 pub mod web;
 
 pub use module::{Bff, Registered};
@@ -42,10 +45,12 @@ pub fn modules() -> Vec<Arc<dyn Module>> {
 }
 
 /// Everything this crate adds to the gateway, for `config::load_with`: the `aggregate`
-/// handler, `handler: MODULE.FN`, and the modules.
+/// handler, a file's `graphql` endpoint, `handler: MODULE.FN`, and the modules.
 pub fn extensions() -> Extensions {
     let mut table = Vec::new();
-    let mut extensions = Extensions::none().with(Arc::new(aggregate::Aggregate));
+    let mut extensions = Extensions::none()
+        .with(Arc::new(aggregate::Aggregate))
+        .with(Arc::new(graphql::Graphql));
     for (module, handlers) in registry() {
         extensions = extensions.with_module(module);
         table.extend(handlers);

@@ -34,6 +34,25 @@ pub(crate) fn read<T: DeserializeOwned>(block: &Value) -> Result<T, Finding> {
     })
 }
 
+/// Reads a client's request body in full: at most `cap` bytes (else 413), before
+/// `deadline` (else 504).
+pub(crate) async fn read_request(
+    body: ClientBody,
+    cap: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, Problem> {
+    use http_body_util::BodyExt;
+    let read = http_body_util::Limited::new(body, cap).collect();
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Problem::payload_too_large(cap as u64))
+        }
+        Ok(Err(_)) => Err(Problem::bad_request("malformed request body")),
+        Err(_) => Err(Problem::gateway_timeout()),
+    }
+}
+
 /// A BFF module.
 pub trait Bff: Send + Sync + 'static {
     /// Its options (`Default` when the file gives none).

@@ -31,6 +31,8 @@ pub struct RouteInfo<'a> {
     pub params: Vec<String>,
     /// Whether the route authenticates (so `claims` are available).
     pub authenticated: bool,
+    /// Reads a file beside the route file (a plain relative name).
+    pub read: &'a dyn Fn(&str) -> Result<String, String>,
     /// Looks up a backend by name: its id; or the message for an unknown name; or
     /// `Err(None)` for a backend that has errors of its own (already reported).
     pub backend: &'a dyn Fn(&str) -> Result<BackendId, Option<String>>,

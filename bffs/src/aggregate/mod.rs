@@ -11,7 +11,6 @@
 
 mod run;
 mod shape;
-mod template;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +24,8 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::template::{BodyTemplate, Names, Template, body_template};
 use shape::Shape;
-use template::{Names, Template};
 
 /// Default cap on fan-out calls per call.
 const DEFAULT_FAN_OUT: usize = 20;
@@ -66,18 +65,6 @@ struct CallSpec {
     fan_out: Option<usize>,
     #[serde(default)]
     batch: bool,
-}
-
-/// A JSON body with templates in its strings.
-#[derive(Debug, Clone)]
-enum BodyTemplate {
-    /// A string that is exactly one variable: replaced by the value, with its type.
-    Value(Template),
-    /// A string with text around variables.
-    Text(Template),
-    Array(Vec<BodyTemplate>),
-    Object(Vec<(String, BodyTemplate)>),
-    Literal(Value),
 }
 
 /// One checked call.
@@ -140,6 +127,7 @@ impl Extension for Aggregate {
             params: &route.params,
             calls: &names,
             authenticated: route.authenticated,
+            query: true,
         };
         let mut calls = Vec::new();
         for (name, c) in &specs {
@@ -251,45 +239,6 @@ impl Extension for Aggregate {
         }
         Ok(Arc::new(AggregatePlan { calls }))
     }
-}
-
-impl BodyTemplate {
-    fn calls(&self) -> Vec<&str> {
-        match self {
-            BodyTemplate::Value(t) | BodyTemplate::Text(t) => t.calls().collect(),
-            BodyTemplate::Array(items) => items.iter().flat_map(BodyTemplate::calls).collect(),
-            BodyTemplate::Object(members) => members.iter().flat_map(|(_, v)| v.calls()).collect(),
-            BodyTemplate::Literal(_) => Vec::new(),
-        }
-    }
-}
-
-fn body_template(value: &Value, names: &Names<'_>) -> Result<BodyTemplate, String> {
-    Ok(match value {
-        Value::String(s) if s.contains('{') => {
-            let t = Template::parse(s, names)?;
-            if t.fans_out() {
-                return Err(format!("`{s}`: `*` (fan-out) is for paths, not bodies"));
-            }
-            if t.single().is_some() {
-                BodyTemplate::Value(t)
-            } else {
-                BodyTemplate::Text(t)
-            }
-        }
-        Value::Array(items) => BodyTemplate::Array(
-            items
-                .iter()
-                .map(|v| body_template(v, names))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => BodyTemplate::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), body_template(v, names)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => BodyTemplate::Literal(other.clone()),
-    })
 }
 
 /// The names of calls forming a cycle, if any.

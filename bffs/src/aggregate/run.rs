@@ -7,22 +7,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use gateway::body::{ResponseBody, UpstreamBody};
-use gateway::error::{Code, Problem};
+use gateway::body::ResponseBody;
+use gateway::error::Problem;
 use gateway::extend::{Handler, HandlerRequest, Reply};
-use gateway::proxy::{Context, set_forwarded};
-use gateway::upstream::{self, Call, Upstream, retry};
-use http::header::{ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HOST, HeaderValue};
-use http::{HeaderMap, Request, Response};
-use http_body_util::BodyExt;
+use gateway::upstream::Upstream;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::template::Scope;
-use super::{BodyTemplate, CallPlan};
-
-/// Largest backend answer read for one call.
-const MAX_ANSWER: usize = 4 * 1024 * 1024;
+use super::CallPlan;
+use crate::call::{self, Failure, backend_headers};
+use crate::template::{Scope, render_body};
 
 /// A running `aggregate` route.
 #[derive(Debug)]
@@ -42,51 +38,6 @@ enum Done {
         shaped: Value,
     },
     Failed(Failure),
-}
-
-/// A failed call: its code and detail for `_errors`, and the problem the request fails
-/// with if the call was required.
-#[derive(Debug, Clone)]
-struct Failure {
-    code: &'static str,
-    detail: String,
-    problem: Box<Problem>,
-}
-
-impl Failure {
-    fn new(code: &'static str, detail: impl Into<String>, problem: Problem) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-            problem: Box::new(problem),
-        }
-    }
-
-    fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
-        let detail = detail.into();
-        let problem = Problem::new(Code::UpstreamUnavailable, detail.clone());
-        Self::new(code, detail, problem)
-    }
-
-    fn skipped(detail: String) -> Self {
-        Self::unavailable("SKIPPED", detail)
-    }
-
-    fn deadline() -> Self {
-        Self::new(
-            "TIMEOUT",
-            "the route's deadline passed",
-            Problem::gateway_timeout(),
-        )
-    }
-
-    fn call_timeout() -> Self {
-        Self::new(
-            "TIMEOUT",
-            "no answer within the call's timeout",
-            Problem::upstream_timeout(),
-        )
-    }
 }
 
 impl Handler for Aggregator {
@@ -303,99 +254,16 @@ impl Aggregator {
         own_timeout: bool,
     ) -> Result<Value, Failure> {
         let c = &self.calls[i];
-        let upstream = &self.upstreams[i];
-        let timeout = || {
-            if own_timeout {
-                Failure::call_timeout()
-            } else {
-                Failure::deadline()
-            }
-        };
-        let uri = http::uri::PathAndQuery::try_from(target.as_str())
-            .map(http::Uri::from)
-            .map_err(|_| {
-                Failure::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
-                    "the call's path is not a valid URL path",
-                )
-            })?;
-        let mut req = Request::new(UpstreamBody::full(body.clone().unwrap_or_default()));
-        *req.method_mut() = c.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers.clone();
-        if body.is_some() {
-            req.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        }
-        let call = Call {
+        let request = call::JsonRequest {
+            method: &c.method,
+            target: &target,
+            body,
+            headers,
             deadline,
-            idempotent: retry::idempotent(&c.method, req.headers()),
-            hedge: true,
+            own_timeout,
+            label: &c.name,
         };
-        let res = match upstream.call(req, call).await {
-            Ok(res) => res,
-            Err(e) => {
-                return Err(match e {
-                    // The backend's own `timeout` fired first.
-                    upstream::Error::Timeout { deadline: false } => Failure::new(
-                        "TIMEOUT",
-                        "the backend did not answer within its timeout",
-                        Problem::upstream_timeout(),
-                    ),
-                    upstream::Error::Timeout { deadline: true } => timeout(),
-                    upstream::Error::CircuitOpen { retry_after } => Failure::new(
-                        "CIRCUIT_OPEN",
-                        "the backend's circuit breaker is open",
-                        Problem::circuit_open(retry_after),
-                    ),
-                    upstream::Error::BulkheadFull => Failure::new(
-                        "BULKHEAD_FULL",
-                        "the backend has too many requests in flight",
-                        Problem::bulkhead_full(),
-                    ),
-                    upstream::Error::Fault(status) => Failure::unavailable(
-                        "UPSTREAM_STATUS",
-                        format!("the backend answered {}", status.as_u16()),
-                    ),
-                    other => {
-                        tracing::warn!(backend = upstream.name(), call = %c.name, error = %other, "aggregate call failed");
-                        Failure::unavailable(
-                            "UPSTREAM_UNAVAILABLE",
-                            "the backend could not be reached or gave an invalid response",
-                        )
-                    }
-                });
-            }
-        };
-        let status = res.status();
-        if !status.is_success() {
-            return Err(Failure::unavailable(
-                "UPSTREAM_STATUS",
-                format!("the backend answered {}", status.as_u16()),
-            ));
-        }
-        let read = http_body_util::Limited::new(res.into_body(), MAX_ANSWER).collect();
-        let bytes = match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(Failure::unavailable(
-                    "INVALID_BODY",
-                    format!("the answer is larger than {MAX_ANSWER} bytes"),
-                ));
-            }
-            Ok(Err(_)) => {
-                return Err(Failure::unavailable(
-                    "UPSTREAM_UNAVAILABLE",
-                    "the answer broke off",
-                ));
-            }
-            Err(_) => return Err(timeout()),
-        };
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|_| Failure::unavailable("INVALID_BODY", "the answer is not valid JSON"))
+        call::json(&self.upstreams[i], request).await
     }
 
     /// The client's answer: one member per call, `_errors` and `Portico-Partial` when
@@ -434,67 +302,4 @@ impl Aggregator {
         }
         res
     }
-}
-
-/// The headers every backend call of this request carries: `Accept`, the request id,
-/// trace context, forwarding headers, the identity's headers, and the client's
-/// `Authorization` when the provider forwards it.
-fn backend_headers(client: &HeaderMap, ctx: &Context) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    h.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    h.insert("x-request-id", ctx.request_id.clone());
-    h.insert("traceparent", ctx.traceparent.clone());
-    if ctx.trusted_peer
-        && let Some(xff) = client.get("x-forwarded-for")
-    {
-        h.insert("x-forwarded-for", xff.clone());
-    }
-    set_forwarded(
-        &mut h,
-        ctx.peer,
-        ctx.trusted_peer,
-        ctx.proto,
-        client.get(HOST).cloned(),
-    );
-    if let Some(auth) = client.get(AUTHORIZATION)
-        && !ctx
-            .provider
-            .as_ref()
-            .is_some_and(|p| p.scrub().0.contains(&AUTHORIZATION))
-    {
-        h.insert(AUTHORIZATION, auth.clone());
-    }
-    if let Some(identity) = &ctx.identity {
-        for (name, value) in identity.headers() {
-            h.insert(name.clone(), value.clone());
-        }
-    }
-    h
-}
-
-fn render_body(t: &BodyTemplate, scope: &Scope<'_>) -> Result<Value, String> {
-    Ok(match t {
-        BodyTemplate::Value(tpl) => {
-            let var = tpl.single().ok_or_else(|| "a template".to_string())?;
-            scope
-                .one(var)
-                .ok_or_else(|| "a value in the body".to_string())?
-        }
-        BodyTemplate::Text(tpl) => {
-            Value::String(tpl.render(scope, false, false)?.pop().unwrap_or_default())
-        }
-        BodyTemplate::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|i| render_body(i, scope))
-                .collect::<Result<_, _>>()?,
-        ),
-        BodyTemplate::Object(members) => Value::Object(
-            members
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), render_body(v, scope)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        BodyTemplate::Literal(v) => v.clone(),
-    })
 }

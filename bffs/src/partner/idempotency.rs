@@ -24,7 +24,6 @@ use gateway::error::{Code, Problem};
 use gateway::extend::{Exchange, Next, Reply};
 use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 /// A request's fingerprint (SHA-256).
 pub type Fingerprint = [u8; 32];
@@ -204,15 +203,7 @@ impl Idempotency {
                 Problem::bad_request("Idempotency-Key must be 1 to 255 visible characters")
             })?;
         let (parts, body) = req.into_parts();
-        let read = http_body_util::Limited::new(body, self.max_body).collect();
-        let bytes = match tokio::time::timeout_at(request.deadline, read).await {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(Problem::payload_too_large(self.max_body as u64));
-            }
-            Ok(Err(_)) => return Err(Problem::bad_request("malformed request body")),
-            Err(_) => return Err(Problem::gateway_timeout()),
-        };
+        let bytes = crate::module::read_request(body, self.max_body, request.deadline).await?;
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let fp = fingerprint(&parts.method, target, &bytes);
         // Keys are the caller's own: two partners may use the same key.

@@ -31,9 +31,35 @@ pub struct Sources {
     pub gateway: Source,
     /// `routes/*.yaml`, sorted by name.
     pub routes: Vec<Source>,
+    /// Other files the config names (a GraphQL schema beside its route file), given in
+    /// memory (the demo's embedded files); files not given here are read from `dir`.
+    pub files: Vec<Source>,
 }
 
 impl Sources {
+    /// Reads `name`, a file beside the config file `beside` (`routes/web.yaml`): from
+    /// [`Sources::files`], else from the directory. Only plain relative names are
+    /// allowed (no absolute paths, no `..`).
+    pub fn read_beside(&self, beside: &str, name: &str) -> Result<String, String> {
+        let p = Path::new(name);
+        if name.is_empty()
+            || p.is_absolute()
+            || p.components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "`{name}`: name a file beside {beside} (no absolute paths, no `..`)"
+            ));
+        }
+        let rel = Path::new(beside).parent().unwrap_or(Path::new("")).join(p);
+        let shown = rel.to_string_lossy().replace('\\', "/");
+        if let Some(f) = self.files.iter().find(|f| f.name == shown) {
+            return Ok(f.text.clone());
+        }
+        let path = self.dir.join(&rel);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
     /// Reads `DIR/gateway.yaml` and every `DIR/routes/*.yaml` (and `*.yml`).
     pub fn read_dir(dir: &Path) -> Result<Sources, Vec<Diagnostic>> {
         let whole = |name: &str, message: String| Diagnostic {
@@ -81,6 +107,7 @@ impl Sources {
             dir: dir.to_path_buf(),
             gateway,
             routes,
+            files: Vec::new(),
         })
     }
 }

@@ -26,6 +26,7 @@ fn sources(gateway: &str, routes: &[(&str, &str)]) -> Sources {
                 text: t.to_string(),
             })
             .collect(),
+        files: Vec::new(),
     }
 }
 

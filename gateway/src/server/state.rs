@@ -304,6 +304,7 @@ mod tests {
                 name: "routes/t.yaml".into(),
                 text: routes,
             }],
+            files: Vec::new(),
         };
         crate::config::load(&sources, &|_| None).expect("valid test config")
     }

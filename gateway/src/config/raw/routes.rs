@@ -142,6 +142,11 @@ pub struct Route {
     /// Handler: a Rust handler exported by a BFF module (`module.fn`).
     #[serde(default)]
     pub handler: Option<String>,
+    /// Handler: the file's GraphQL endpoint (set from the file's `graphql` block, never
+    /// written in a route).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub graphql: Option<serde_json::Value>,
 }
 
 /// The `proxy` handler.

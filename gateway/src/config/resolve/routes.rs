@@ -134,6 +134,35 @@ impl Resolver<'_> {
                     routes.push(route);
                 }
             }
+            // The file's GraphQL endpoint is one more route of the file.
+            if let Some(block) = &f.graphql
+                && self.extensions.get("graphql").is_some()
+                && let Some(r) = self.graphql_route(file, f, block)
+            {
+                let key = "graphql".to_string();
+                if let Some(route) = self.route(
+                    file,
+                    &key,
+                    &r,
+                    team,
+                    TeamId(team_index),
+                    &prefixes,
+                    &teams,
+                    known,
+                    defaults.get(file.name.as_str()).unwrap_or(&no_defaults),
+                ) {
+                    if let Some(other) = ids.get(&route.id) {
+                        self.errors.push(file.diag(
+                            "graphql.id",
+                            format!("route id `{}` is already used at {other}", route.id),
+                        ));
+                    } else {
+                        ids.insert(route.id.clone(), place(file, "graphql"));
+                        origins.push((place(file, &key), file, key));
+                        routes.push(route);
+                    }
+                }
+            }
         }
         let entries = routes
             .iter()
@@ -224,7 +253,8 @@ impl Resolver<'_> {
         f: &RoutesFile,
         known: &Known<'_>,
     ) -> FileDefaults {
-        self.reject_unsupported(file, "", &[("graphql", f.graphql.is_some())]);
+        let graphql = f.graphql.is_some() && self.extensions.get("graphql").is_none();
+        self.reject_unsupported(file, "", &[("graphql", graphql)]);
         let layer = self.module(file, f);
         let default_auth = self.module_default_auth(file, f, known);
         let unset: Vec<&str> = f
@@ -476,6 +506,7 @@ impl Resolver<'_> {
             r.aggregate.is_some(),
             r.split.is_some(),
             r.handler.is_some(),
+            r.graphql.is_some(),
         ];
         let handler_count = handlers.iter().filter(|h| **h).count();
         if handler_count != 1 {
@@ -502,6 +533,17 @@ impl Resolver<'_> {
                 &format!("{key}.handler"),
                 "handler",
                 &serde_json::Value::String(name.clone()),
+                own.as_ref(),
+                authenticated,
+                known,
+            )
+        } else if let Some(block) = &r.graphql {
+            let authenticated = matches!(auth, Some(RouteAuth::Provider(_)));
+            self.extension(
+                file,
+                key,
+                "graphql",
+                block,
                 own.as_ref(),
                 authenticated,
                 known,
@@ -647,11 +689,14 @@ impl Resolver<'_> {
                 known.defined("backends", known.backend_ids.keys())
             ))),
         };
+        let sources = self.sources;
+        let read = |name: &str| sources.read_beside(&file.name, name);
         let info = crate::extend::RouteInfo {
             params: pattern
                 .map(|p| p.param_names().map(str::to_string).collect())
                 .unwrap_or_default(),
             authenticated,
+            read: &read,
             backend: &lookup,
         };
         extension
@@ -659,6 +704,52 @@ impl Resolver<'_> {
             .map(Handler::Extension)
             .map_err(|findings| self.findings(file, key, findings))
             .ok()
+    }
+
+    /// The route a file's `graphql` block makes: `path` below the prefix, GET and POST,
+    /// id `id` (default `TEAM-graphql`), the route's `timeout`.
+    fn graphql_route(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        f: &RoutesFile,
+        block: &serde_json::Value,
+    ) -> Option<raw::Route> {
+        let text = |key: &str| block.get(key).and_then(serde_json::Value::as_str);
+        let Some(path) = text("path") else {
+            self.errors.push(file.diag(
+                "graphql.path",
+                "missing: the endpoint's path below the file's prefix (like /graphql)",
+            ));
+            return None;
+        };
+        let timeout = match block.get("timeout") {
+            None => None,
+            Some(v) => match serde_json::from_value::<crate::config::units::Duration>(v.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.errors
+                        .push(file.diag("graphql.timeout", e.to_string()));
+                    return None;
+                }
+            },
+        };
+        Some(raw::Route {
+            id: text("id").map_or_else(|| format!("{}-graphql", f.team), str::to_string),
+            path: path.to_string(),
+            methods: Some(vec!["GET".into(), "POST".into()]),
+            timeout,
+            cache: None,
+            auth: None,
+            require: None,
+            rate_limit: None,
+            proxy: None,
+            aggregate: None,
+            split: None,
+            shadow: None,
+            static_: None,
+            handler: None,
+            graphql: Some(block.clone()),
+        })
     }
 
     fn static_handler(

@@ -1,5 +1,7 @@
-//! Templates in aggregate calls: `{id}`, `{query.x}`, `{header.x}`, `{claims.x}` and
-//! `{call.a.b}` (a member of an earlier call's answer; `*` fans out over an array).
+//! Templates of backend calls (aggregate calls, GraphQL `@rest` fields): `{id}`,
+//! `{query.x}`, `{header.x}`, `{claims.x}` and `{root.a.b}` (a member of a named JSON value:
+//! an earlier call's answer, or a field's `args` and `parent`; `*` fans out over an array),
+//! in paths and in JSON bodies.
 
 use std::collections::HashMap;
 
@@ -42,6 +44,8 @@ pub(crate) struct Names<'a> {
     pub(crate) params: &'a [String],
     pub(crate) calls: &'a [String],
     pub(crate) authenticated: bool,
+    /// Whether `{query.x}` may be used.
+    pub(crate) query: bool,
 }
 
 impl Template {
@@ -84,6 +88,14 @@ impl Template {
         self.parts.iter().filter_map(|p| match p {
             Part::Var(Var::Call { call, .. }, _) => Some(call.as_str()),
             _ => None,
+        })
+    }
+
+    /// The variables, in order.
+    pub(crate) fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v, _) => Some(v),
+            Part::Text(_) => None,
         })
     }
 
@@ -233,7 +245,7 @@ fn parse_var(name: &str, names: &Names<'_>) -> Result<Var, String> {
         }
     };
     match first {
-        "query" => Ok(Var::Query(one("query")?)),
+        "query" if names.query => Ok(Var::Query(one("query")?)),
         "header" => {
             let n = one("header")?;
             http::HeaderName::from_bytes(n.as_bytes())
@@ -268,6 +280,15 @@ fn parse_var(name: &str, names: &Names<'_>) -> Result<Var, String> {
         param if rest.is_empty() && names.params.iter().any(|p| p == param) => {
             Ok(Var::Param(param.to_string()))
         }
+        _ if names.params.is_empty() && !names.query => Err(format!(
+            "`{{{name}}}` names nothing: use {}, header.NAME or claims.NAME",
+            names
+                .calls
+                .iter()
+                .map(|c| format!("{c}.NAME"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
         _ => Err(format!(
             "`{{{name}}}` is neither a path parameter ({}), a call ({}), nor query./header./claims.",
             list(names.params),
@@ -349,6 +370,99 @@ impl Scope<'_> {
     }
 }
 
+/// A JSON body with templates in its strings.
+#[derive(Debug, Clone)]
+pub(crate) enum BodyTemplate {
+    /// A string that is exactly one variable: replaced by the value, with its type.
+    Value(Template),
+    /// A string with text around variables.
+    Text(Template),
+    Array(Vec<BodyTemplate>),
+    Object(Vec<(String, BodyTemplate)>),
+    Literal(Value),
+}
+
+impl BodyTemplate {
+    /// Its templates.
+    pub(crate) fn templates(&self) -> Vec<&Template> {
+        match self {
+            BodyTemplate::Value(t) | BodyTemplate::Text(t) => vec![t],
+            BodyTemplate::Array(items) => items.iter().flat_map(BodyTemplate::templates).collect(),
+            BodyTemplate::Object(members) => {
+                members.iter().flat_map(|(_, v)| v.templates()).collect()
+            }
+            BodyTemplate::Literal(_) => Vec::new(),
+        }
+    }
+
+    /// The named values (calls) it reads.
+    pub(crate) fn calls(&self) -> Vec<&str> {
+        match self {
+            BodyTemplate::Value(t) | BodyTemplate::Text(t) => t.calls().collect(),
+            BodyTemplate::Array(items) => items.iter().flat_map(BodyTemplate::calls).collect(),
+            BodyTemplate::Object(members) => members.iter().flat_map(|(_, v)| v.calls()).collect(),
+            BodyTemplate::Literal(_) => Vec::new(),
+        }
+    }
+}
+
+/// A JSON body with templates in its strings.
+pub(crate) fn body_template(value: &Value, names: &Names<'_>) -> Result<BodyTemplate, String> {
+    Ok(match value {
+        Value::String(s) if s.contains('{') => {
+            let t = Template::parse(s, names)?;
+            if t.fans_out() {
+                return Err(format!("`{s}`: `*` (fan-out) is for paths, not bodies"));
+            }
+            if t.single().is_some() {
+                BodyTemplate::Value(t)
+            } else {
+                BodyTemplate::Text(t)
+            }
+        }
+        Value::Array(items) => BodyTemplate::Array(
+            items
+                .iter()
+                .map(|v| body_template(v, names))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => BodyTemplate::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), body_template(v, names)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => BodyTemplate::Literal(other.clone()),
+    })
+}
+
+/// Renders a body template into JSON (a lone variable keeps its type).
+pub(crate) fn render_body(t: &BodyTemplate, scope: &Scope<'_>) -> Result<Value, String> {
+    Ok(match t {
+        BodyTemplate::Value(tpl) => {
+            let var = tpl.single().ok_or_else(|| "a template".to_string())?;
+            scope
+                .one(var)
+                .ok_or_else(|| "a value in the body".to_string())?
+        }
+        BodyTemplate::Text(tpl) => {
+            Value::String(tpl.render(scope, false, false)?.pop().unwrap_or_default())
+        }
+        BodyTemplate::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| render_body(i, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        BodyTemplate::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render_body(v, scope)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        BodyTemplate::Literal(v) => v.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +473,7 @@ mod tests {
             params,
             calls,
             authenticated: false,
+            query: true,
         }
     }
 

@@ -1,0 +1,753 @@
+//! Executing operations: the async-graphql schema built from the [`Model`], and the one
+//! resolver every field has.
+//!
+//! A field reads its parent's JSON, or calls its backend (`@rest`) through the backend's
+//! client stack — identical calls of one operation once, `batch` fields of one level in one
+//! call (async-graphql's DataLoader). Its value is then completed against its type here:
+//! scalars coerced, enums checked, objects passed on as [`Node`]s.
+//!
+//! Errors follow the GraphQL spec, which async-graphql alone does not (it drops a failed
+//! field from its object): a failed field is `null` with an error carrying its `path` and
+//! `extensions.code`; a failure at a non-null position makes the nearest nullable
+//! ancestor `null`. Each [`Node`] knows which positions above it are nullable, so the
+//! resolver that fails records where the `null` goes ([`Exec::nulls`]) and
+//! [`Exec::finish`] applies it to the response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dynamic::{
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object,
+    ResolverContext, Scalar, Schema, TypeRef,
+};
+use async_graphql::parser::types::{BaseType, Type};
+use async_graphql::{ErrorExtensionValues, Name, PathSegment, ServerError, Value as ConstValue};
+use bytes::Bytes;
+use gateway::upstream::Upstream;
+use http::{HeaderMap, Method};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::sdl::{FieldPlan, Model, Output, Rest, TypeDef};
+use crate::call::{self, Failure};
+use crate::template::{Scope, Step, render_body};
+
+/// The error a resolver returns when it has reported its failure itself (dropped from
+/// the response).
+const REPORTED: &str = "\u{0}portico:reported";
+
+/// What a field of object type passes to its children.
+#[derive(Debug)]
+pub(super) struct Node {
+    json: Value,
+    /// For each position from the root to this object: whether it is nullable.
+    nullable: Vec<bool>,
+    /// A placeholder for a `null` list element (its children answer placeholders; the
+    /// element becomes `null` in [`Exec::finish`]).
+    null: bool,
+}
+
+/// The limits the schema enforces itself.
+#[derive(Debug, Clone)]
+pub(super) struct SchemaLimits {
+    pub(super) max_depth: usize,
+    pub(super) max_complexity: usize,
+    pub(super) introspection: bool,
+}
+
+/// Builds the executable schema.
+pub(super) fn schema(model: Arc<Model>, limits: &SchemaLimits) -> Result<Schema, String> {
+    let mut builder = Schema::build(&model.query, model.mutation.as_deref(), None)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(64)
+        .limit_directives(8);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    for def in &model.types {
+        builder = match def {
+            TypeDef::Object {
+                name,
+                description,
+                fields,
+            } => {
+                let mut object = Object::new(name);
+                if let Some(d) = description {
+                    object = object.description(d);
+                }
+                for &index in fields {
+                    object = object.field(field(model.clone(), index));
+                }
+                builder.register(object)
+            }
+            TypeDef::Enum {
+                name,
+                description,
+                values,
+            } => {
+                let mut e = Enum::new(name);
+                if let Some(d) = description {
+                    e = e.description(d);
+                }
+                for v in values {
+                    let mut item = EnumItem::new(&v.name).deprecation(v.deprecation.as_deref());
+                    if let Some(d) = &v.description {
+                        item = item.description(d);
+                    }
+                    e = e.item(item);
+                }
+                builder.register(e)
+            }
+            TypeDef::Input {
+                name,
+                description,
+                fields,
+            } => {
+                let mut input = InputObject::new(name);
+                if let Some(d) = description {
+                    input = input.description(d);
+                }
+                for f in fields {
+                    input = input.field(input_value(f));
+                }
+                builder.register(input)
+            }
+            TypeDef::Scalar { name, description } => {
+                let mut s = Scalar::new(name);
+                if let Some(d) = description {
+                    s = s.description(d);
+                }
+                builder.register(s)
+            }
+        };
+    }
+    builder.finish().map_err(|e| e.to_string())
+}
+
+fn type_ref(ty: &Type) -> TypeRef {
+    let inner = match &ty.base {
+        BaseType::Named(n) => TypeRef::Named(n.to_string().into()),
+        BaseType::List(t) => TypeRef::List(Box::new(type_ref(t))),
+    };
+    if ty.nullable {
+        inner
+    } else {
+        TypeRef::NonNull(Box::new(inner))
+    }
+}
+
+fn input_value(a: &super::sdl::ArgDef) -> InputValue {
+    let mut v = InputValue::new(&a.name, type_ref(&a.ty));
+    if let Some(d) = &a.default {
+        v = v.default_value(d.clone());
+    }
+    if let Some(d) = &a.description {
+        v = v.description(d);
+    }
+    v
+}
+
+fn field(model: Arc<Model>, index: usize) -> Field {
+    let plan = &model.fields[index];
+    let mut f = Field::new(&plan.name, type_ref(&plan.ty), {
+        let model = model.clone();
+        move |ctx| {
+            let model = model.clone();
+            FieldFuture::new(async move { resolve(&model.fields[index], index, ctx).await })
+        }
+    });
+    for a in &plan.args {
+        f = f.argument(input_value(a));
+    }
+    if let Some(d) = &plan.description {
+        f = f.description(d);
+    }
+    f.deprecation(plan.deprecation.as_deref())
+}
+
+/// One operation's state.
+pub(super) struct Exec {
+    pub(super) upstreams: Arc<Vec<Arc<Upstream>>>,
+    pub(super) model: Arc<Model>,
+    /// The headers of every backend call.
+    pub(super) headers: HeaderMap,
+    /// The client's headers (for `{header.x}`).
+    pub(super) client: HeaderMap,
+    pub(super) claims: Option<Map<String, Value>>,
+    pub(super) deadline: Instant,
+    /// Identical idempotent calls of this operation run once.
+    calls: Mutex<HashMap<CallKey, Shared>>,
+    /// Where failures put a `null` above the field that failed.
+    nulls: Mutex<Vec<Vec<PathSegment>>>,
+}
+
+type CallKey = (usize, Method, String, Option<Bytes>);
+
+/// One call's answer, for every field that makes it.
+type Shared = Arc<OnceCell<Result<Value, Failure>>>;
+
+impl Exec {
+    pub(super) fn new(
+        upstreams: Arc<Vec<Arc<Upstream>>>,
+        model: Arc<Model>,
+        headers: HeaderMap,
+        client: HeaderMap,
+        claims: Option<Map<String, Value>>,
+        deadline: Instant,
+    ) -> Self {
+        Self {
+            upstreams,
+            model,
+            headers,
+            client,
+            claims,
+            deadline,
+            calls: Mutex::new(HashMap::new()),
+            nulls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The batch loader of this operation.
+    pub(super) fn loader(self: &Arc<Self>) -> DataLoader<Batches> {
+        DataLoader::new(Batches(self.clone()), tokio::spawn)
+    }
+
+    fn scope<'a>(&'a self, answers: &'a HashMap<String, Value>) -> Scope<'a> {
+        Scope {
+            params: &[],
+            query: &[],
+            headers: &self.client,
+            claims: self.claims.as_ref(),
+            answers,
+        }
+    }
+
+    /// One `@rest` call (shared with identical ones of this operation when idempotent).
+    async fn fetch(
+        &self,
+        plan: &FieldPlan,
+        rest: &Rest,
+        answers: &HashMap<String, Value>,
+    ) -> Result<Value, Failure> {
+        let scope = self.scope(answers);
+        let target = rest
+            .path
+            .render(&scope, true, false)
+            .map_err(|m| Failure::skipped(format!("needs {m}")))?
+            .pop()
+            .unwrap_or_default();
+        let body = match &rest.body {
+            None => None,
+            Some(t) => Some(Bytes::from(
+                render_body(t, &scope)
+                    .map_err(|m| Failure::skipped(format!("needs {m}")))?
+                    .to_string(),
+            )),
+        };
+        if rest.method != Method::GET {
+            return self.send(plan, rest, &target, body).await;
+        }
+        let cell = {
+            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            calls
+                .entry((
+                    rest.backend.0,
+                    rest.method.clone(),
+                    target.clone(),
+                    body.clone(),
+                ))
+                .or_default()
+                .clone()
+        };
+        cell.get_or_init(|| self.send(plan, rest, &target, body))
+            .await
+            .clone()
+    }
+
+    async fn send(
+        &self,
+        plan: &FieldPlan,
+        rest: &Rest,
+        target: &str,
+        body: Option<Bytes>,
+    ) -> Result<Value, Failure> {
+        let (deadline, own_timeout) = match rest.timeout {
+            Some(t) if Instant::now() + t < self.deadline => (Instant::now() + t, true),
+            _ => (self.deadline, false),
+        };
+        let request = call::JsonRequest {
+            method: &rest.method,
+            target,
+            body,
+            headers: &self.headers,
+            deadline,
+            own_timeout,
+            label: &plan.label,
+        };
+        call::json(&self.upstreams[rest.backend.0], request).await
+    }
+
+    /// Applies the recorded `null`s to the response and drops the placeholder errors.
+    pub(super) fn finish(&self, data: &mut ConstValue, errors: &mut Vec<ServerError>) {
+        errors.retain(|e| e.message != REPORTED);
+        let mut nulls = std::mem::take(&mut *self.nulls.lock().unwrap_or_else(|e| e.into_inner()));
+        nulls.sort_by_key(Vec::len);
+        for path in nulls {
+            let Some((last, above)) = path.split_last() else {
+                *data = ConstValue::Null;
+                return;
+            };
+            let mut node = Some(&mut *data);
+            for seg in above {
+                node = node.and_then(|n| match (seg, n) {
+                    (PathSegment::Field(k), ConstValue::Object(m)) => m.get_mut(k.as_str()),
+                    (PathSegment::Index(i), ConstValue::List(l)) => l.get_mut(*i),
+                    _ => None,
+                });
+            }
+            // Unreachable: already inside a null.
+            let Some(node) = node else { continue };
+            match (last, node) {
+                (PathSegment::Field(k), ConstValue::Object(m)) => {
+                    m.insert(Name::new(k), ConstValue::Null);
+                }
+                (PathSegment::Index(i), ConstValue::List(a)) if *i < a.len() => {
+                    a[*i] = ConstValue::Null;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn null_at(&self, path: Vec<PathSegment>) {
+        self.nulls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path);
+    }
+}
+
+/// A `batch` field's key: the field, its arguments (JSON) and one parent's key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct BatchKey {
+    field: usize,
+    args: String,
+    key: String,
+}
+
+/// Loads `batch` fields: one call per field and arguments for all the keys of one level.
+pub(super) struct Batches(Arc<Exec>);
+
+impl Loader<BatchKey> for Batches {
+    type Value = Result<Value, Failure>;
+    type Error = Failure;
+
+    async fn load(&self, keys: &[BatchKey]) -> Result<HashMap<BatchKey, Self::Value>, Failure> {
+        let exec = &self.0;
+        let mut groups: HashMap<(usize, &str), Vec<&BatchKey>> = HashMap::new();
+        for k in keys {
+            groups
+                .entry((k.field, k.args.as_str()))
+                .or_default()
+                .push(k);
+        }
+        let mut jobs = Vec::new();
+        for ((field, args), keys) in &groups {
+            let (field, args) = (*field, *args);
+            let plan = &exec.model.fields[field];
+            let Some(rest) = &plan.rest else { continue };
+            let Some(batch) = &rest.batch else { continue };
+            for chunk in keys.chunks(batch.max) {
+                jobs.push(async move {
+                    let mut answers = HashMap::new();
+                    answers.insert(
+                        "args".to_string(),
+                        serde_json::from_str(args).unwrap_or_default(),
+                    );
+                    answers.insert(
+                        "keys".to_string(),
+                        Value::Array(chunk.iter().map(|k| Value::String(k.key.clone())).collect()),
+                    );
+                    let scope = exec.scope(&answers);
+                    let result = match batch.path.render(&scope, true, true) {
+                        Ok(mut t) => {
+                            let target = t.pop().unwrap_or_default();
+                            exec.send(plan, rest, &target, None).await
+                        }
+                        Err(m) => Err(Failure::skipped(format!("needs {m}"))),
+                    };
+                    let list = plan_is_list(&plan.ty);
+                    let mut out: Vec<(BatchKey, Result<Value, Failure>)> = Vec::new();
+                    match result {
+                        Ok(Value::Array(items)) => {
+                            for k in chunk {
+                                let mut matches = items
+                                    .iter()
+                                    .filter(|item| {
+                                        item.get(&batch.key).and_then(text) == Some(k.key.clone())
+                                    })
+                                    .cloned();
+                                let value = if list {
+                                    Value::Array(matches.collect())
+                                } else {
+                                    matches.next().unwrap_or(Value::Null)
+                                };
+                                out.push(((*k).clone(), Ok(value)));
+                            }
+                        }
+                        Ok(_) => {
+                            let f = Failure::unavailable(
+                                "INVALID_BODY",
+                                "the batch answer is not a JSON array",
+                            );
+                            out.extend(chunk.iter().map(|k| ((*k).clone(), Err(f.clone()))));
+                        }
+                        Err(f) => out.extend(chunk.iter().map(|k| ((*k).clone(), Err(f.clone())))),
+                    }
+                    out
+                });
+            }
+        }
+        Ok(futures_util::future::join_all(jobs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+}
+
+fn plan_is_list(ty: &Type) -> bool {
+    matches!(ty.base, BaseType::List(_))
+}
+
+/// A scalar as key text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn lookup<'v>(mut v: &'v Value, path: &[String]) -> &'v Value {
+    for step in path {
+        v = match v {
+            Value::Object(m) => m.get(step).unwrap_or(&Value::Null),
+            Value::Array(a) => step
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .unwrap_or(&Value::Null),
+            _ => &Value::Null,
+        };
+    }
+    v
+}
+
+fn steps(mut v: &Value, path: &[Step]) -> Option<Value> {
+    for step in path {
+        v = match step {
+            Step::Key(k) => v.get(k)?,
+            Step::Index(i) => v.get(*i)?,
+            Step::Each => return None,
+        };
+    }
+    Some(v.clone())
+}
+
+fn path_of(ctx: &ResolverContext<'_>) -> Vec<PathSegment> {
+    let mut path = Vec::new();
+    let mut node = ctx.path_node.as_ref();
+    while let Some(n) = node {
+        path.push(match n.segment {
+            async_graphql::QueryPathSegment::Name(name) => PathSegment::Field(name.to_string()),
+            async_graphql::QueryPathSegment::Index(i) => PathSegment::Index(i),
+        });
+        node = n.parent;
+    }
+    path.reverse();
+    path
+}
+
+/// Resolves one field.
+async fn resolve<'a>(
+    plan: &FieldPlan,
+    index: usize,
+    ctx: ResolverContext<'a>,
+) -> async_graphql::Result<Option<FieldValue<'a>>> {
+    let exec = ctx.data_unchecked::<Arc<Exec>>();
+    let parent = ctx.parent_value.downcast_ref::<Node>();
+    if parent.is_some_and(|p| p.null) {
+        return Ok(placeholder(&plan.ty, &plan.output));
+    }
+    let raw = match &plan.rest {
+        None => Ok(lookup(parent.map_or(&Value::Null, |p| &p.json), &plan.from).clone()),
+        Some(rest) => {
+            let args = Value::Object(
+                ctx.args
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            v.as_value().clone().into_json().unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+            );
+            let parent_json = parent.map_or(&Value::Null, |p| &p.json);
+            match &rest.batch {
+                Some(batch) => match steps(parent_json, &batch.parent_key)
+                    .as_ref()
+                    .and_then(text)
+                {
+                    // A parent without a key has nothing to load.
+                    None => Ok(Value::Null),
+                    Some(key) => {
+                        let loader = ctx.data_unchecked::<DataLoader<Batches>>();
+                        let k = BatchKey {
+                            field: index,
+                            args: args.to_string(),
+                            key,
+                        };
+                        match loader.load_one(k).await {
+                            Ok(Some(Ok(v))) => Ok(lookup(&v, &plan.from).clone()),
+                            Ok(Some(Err(f))) | Err(f) => Err(f),
+                            Ok(None) => Ok(Value::Null),
+                        }
+                    }
+                },
+                None => {
+                    let mut answers = HashMap::with_capacity(2);
+                    answers.insert("args".to_string(), args);
+                    answers.insert("parent".to_string(), parent_json.clone());
+                    exec.fetch(plan, rest, &answers)
+                        .await
+                        .map(|v| lookup(&v, &plan.from).clone())
+                }
+            }
+        }
+    };
+    let path = path_of(&ctx);
+    let mut nullable = parent.map(|p| p.nullable.clone()).unwrap_or_default();
+    nullable.push(plan.ty.nullable);
+    let mut report = |at: &[PathSegment], code: &str, message: String| {
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", code);
+        let mut e = ServerError::new(message, Some(ctx.item.pos));
+        e.path = at.to_vec();
+        e.extensions = Some(extensions);
+        ctx.add_error(e);
+    };
+    let completed = match raw {
+        Ok(value) => {
+            let mut c = Completion {
+                exec,
+                nullable: &mut nullable,
+                path: path.clone(),
+                report: &mut report,
+                label: &plan.label,
+            };
+            c.complete(&plan.ty, &plan.output, value)
+        }
+        Err(f) => {
+            tracing::debug!(field = %plan.label, code = f.code, "graphql field failed");
+            report(&path, f.code, f.detail.clone());
+            if plan.ty.nullable {
+                Ok(None)
+            } else {
+                Err(Bubble)
+            }
+        }
+    };
+    match completed {
+        Ok(v) => Ok(v),
+        Err(Bubble) => {
+            // The nearest nullable position above this field takes the null.
+            let at = nullable[..nullable.len() - 1]
+                .iter()
+                .rposition(|n| *n)
+                .map_or(Vec::new(), |i| path[..=i].to_vec());
+            exec.null_at(at);
+            Err(async_graphql::Error::new(REPORTED))
+        }
+    }
+}
+
+/// A non-null position failed: the null goes further up.
+struct Bubble;
+
+struct Completion<'c, 'r> {
+    exec: &'c Exec,
+    /// Nullability of each position down to the current one.
+    nullable: &'c mut Vec<bool>,
+    /// The current position.
+    path: Vec<PathSegment>,
+    report: &'r mut dyn FnMut(&[PathSegment], &str, String),
+    label: &'c str,
+}
+
+impl Completion<'_, '_> {
+    fn fail(&mut self, ty: &Type, message: String) -> Result<Option<FieldValue<'static>>, Bubble> {
+        (self.report)(&self.path, "INVALID_BODY", message);
+        if ty.nullable { Ok(None) } else { Err(Bubble) }
+    }
+
+    /// `value` at the current position, as a value of `ty` (`None`: null).
+    fn complete(
+        &mut self,
+        ty: &Type,
+        output: &Output,
+        value: Value,
+    ) -> Result<Option<FieldValue<'static>>, Bubble> {
+        if value.is_null() {
+            if ty.nullable {
+                return Ok(None);
+            }
+            let message = format!(
+                "`{}`: the backend's answer has no value for a non-null field",
+                self.label
+            );
+            return self.fail(ty, message);
+        }
+        match &ty.base {
+            BaseType::List(inner) => {
+                let Value::Array(items) = value else {
+                    let message = format!("`{}`: the backend's answer is not a list", self.label);
+                    return self.fail(ty, message);
+                };
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    self.path.push(PathSegment::Index(i));
+                    self.nullable.push(inner.nullable);
+                    let done = self.complete(inner, output, item);
+                    let v = match done {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => {
+                            // Enums and objects cannot be null inside async-graphql's lists:
+                            // a placeholder, nulled at the end.
+                            if matches!(output, Output::Enum(_) | Output::Object)
+                                || matches!(inner.base, BaseType::List(_))
+                            {
+                                self.exec.null_at(self.path.clone());
+                                let mut t = (**inner).clone();
+                                t.nullable = false;
+                                Ok(placeholder(&t, output).unwrap_or(FieldValue::NULL))
+                            } else {
+                                Ok(FieldValue::NULL)
+                            }
+                        }
+                        Err(Bubble) => Err(Bubble),
+                    };
+                    self.path.pop();
+                    self.nullable.pop();
+                    match v {
+                        Ok(v) => out.push(v),
+                        // A non-null element failed: the list is null, or further up.
+                        Err(Bubble) if ty.nullable => return Ok(None),
+                        Err(Bubble) => return Err(Bubble),
+                    }
+                }
+                Ok(Some(FieldValue::list(out)))
+            }
+            BaseType::Named(_) => match output {
+                Output::Object => {
+                    if !value.is_object() {
+                        let message =
+                            format!("`{}`: the backend's answer is not an object", self.label);
+                        return self.fail(ty, message);
+                    }
+                    Ok(Some(FieldValue::owned_any(Node {
+                        json: value,
+                        nullable: self.nullable.clone(),
+                        null: false,
+                    })))
+                }
+                Output::Enum(values) => match value {
+                    Value::String(s) if values.contains(&s) => {
+                        Ok(Some(FieldValue::value(ConstValue::Enum(Name::new(s)))))
+                    }
+                    _ => {
+                        let message = format!(
+                            "`{}`: the backend's value is not one of the enum's",
+                            self.label
+                        );
+                        self.fail(ty, message)
+                    }
+                },
+                Output::Custom => match ConstValue::from_json(value) {
+                    Ok(v) => Ok(Some(FieldValue::value(v))),
+                    Err(_) => self.fail(ty, format!("`{}`: not a JSON value", self.label)),
+                },
+                Output::BuiltIn(kind) => match scalar(kind, value) {
+                    Some(v) => Ok(Some(FieldValue::value(v))),
+                    None => {
+                        let message = format!(
+                            "`{}`: the backend's value is not a valid {kind}",
+                            self.label
+                        );
+                        self.fail(ty, message)
+                    }
+                },
+            },
+        }
+    }
+}
+
+/// Result coercion of the built-in scalars (GraphQL spec §3.5).
+fn scalar(kind: &str, value: Value) -> Option<ConstValue> {
+    Some(match (kind, value) {
+        ("ID", Value::String(s)) => ConstValue::String(s),
+        ("ID", Value::Number(n)) if n.is_i64() || n.is_u64() => ConstValue::String(n.to_string()),
+        ("String", Value::String(s)) => ConstValue::String(s),
+        ("String", Value::Number(n)) => ConstValue::String(n.to_string()),
+        ("String", Value::Bool(b)) => ConstValue::String(b.to_string()),
+        ("Int", Value::Number(n)) => {
+            let i = n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+                    .map(|f| f as i64)
+            })?;
+            ConstValue::Number(i32::try_from(i).ok()?.into())
+        }
+        ("Float", Value::Number(n)) => {
+            ConstValue::Number(serde_json::Number::from_f64(n.as_f64()?)?)
+        }
+        ("Boolean", Value::Bool(b)) => ConstValue::Boolean(b),
+        _ => return None,
+    })
+}
+
+/// A value that passes async-graphql's checks where a `null` will be put later.
+fn placeholder(ty: &Type, output: &Output) -> Option<FieldValue<'static>> {
+    if ty.nullable {
+        return None;
+    }
+    Some(match (&ty.base, output) {
+        (BaseType::List(_), _) => FieldValue::list(Vec::<FieldValue<'static>>::new()),
+        (BaseType::Named(_), Output::Object) => FieldValue::owned_any(Node {
+            json: Value::Null,
+            nullable: Vec::new(),
+            null: true,
+        }),
+        (BaseType::Named(_), Output::Enum(values)) => {
+            FieldValue::value(ConstValue::Enum(Name::new(values.iter().next()?)))
+        }
+        (BaseType::Named(_), Output::BuiltIn("Int")) => {
+            FieldValue::value(ConstValue::Number(0.into()))
+        }
+        (BaseType::Named(_), Output::BuiltIn("Float")) => {
+            FieldValue::value(ConstValue::Number(0.into()))
+        }
+        (BaseType::Named(_), Output::BuiltIn("Boolean")) => {
+            FieldValue::value(ConstValue::Boolean(false))
+        }
+        (BaseType::Named(_), Output::BuiltIn(_)) => {
+            FieldValue::value(ConstValue::String(String::new()))
+        }
+        (BaseType::Named(_), Output::Custom) => FieldValue::NULL,
+    })
+}
