@@ -76,6 +76,10 @@ pub(super) fn operation<'d>(
             .iter()
             .find(|(k, _)| k.as_str() == n)
             .map(|(_, op)| &op.node),
+        // One named operation is the one.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| &op.node)
+        }
         (DocumentOperations::Multiple(_), None) => None,
     }
 }
