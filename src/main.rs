@@ -91,16 +91,11 @@ fn main() -> ExitCode {
         },
         Command::Schema => {
             let mut schema = config::json_schema();
-            // The built-in modules' typed options, where the file has their block.
-            for module in bffs::modules() {
-                if let Some(block) =
-                    schema["routes/<team>.yaml"]["properties"].get_mut(module.name())
-                {
-                    let mut options = module.options_schema();
-                    if let Some(o) = options.as_object_mut() {
-                        o.remove("$schema");
-                    }
-                    *block = options;
+            // The typed blocks the BFF crate reads (`graphql`, the modules' options), where
+            // the file has them.
+            for (key, block_schema) in bffs::block_schemas() {
+                if let Some(block) = schema["routes/<team>.yaml"]["properties"].get_mut(key) {
+                    *block = block_schema;
                 }
             }
             println!(

@@ -39,6 +39,14 @@ fn registry() -> Vec<Entry> {
     ]
 }
 
+/// The JSON Schemas of the route-file blocks this crate reads (`graphql`, and each
+/// module's options under its name), for `portico schema`.
+pub fn block_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    let mut out = vec![("graphql", module::block_schema::<graphql::Spec>())];
+    out.extend(modules().iter().map(|m| (m.name(), m.options_schema())));
+    out
+}
+
 /// The built-in BFF modules.
 pub fn modules() -> Vec<Arc<dyn Module>> {
     registry().into_iter().map(|(m, _)| m).collect()

@@ -24,6 +24,20 @@ use serde_json::Value;
 /// The largest answer a module reads in full (larger ones pass through untouched).
 pub const MAX_SHAPED_BODY: u64 = 8 * 1024 * 1024;
 
+/// The JSON Schema of a block spliced into the route file's schema: self-contained
+/// (nested types inlined, no `$defs` to point at) and without `$schema`.
+pub fn block_schema<T: JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator();
+    let mut schema =
+        serde_json::to_value(generator.into_root_schema_for::<T>()).unwrap_or_default();
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+    }
+    schema
+}
+
 /// Reads a typed block; an error names the key below the block where serde was (an
 /// unknown field's path ends with its name).
 pub(crate) fn read<T: DeserializeOwned>(block: &Value) -> Result<T, Finding> {
@@ -147,7 +161,7 @@ impl<B: Bff> Module for Registered<B> {
     }
 
     fn options_schema(&self) -> Value {
-        serde_json::to_value(schemars::schema_for!(B::Options)).unwrap_or_default()
+        block_schema::<B::Options>()
     }
 
     fn layer(&self, options: Option<&Value>) -> Result<Arc<dyn Layer>, Vec<Finding>> {

@@ -603,3 +603,192 @@ pub async fn silent_backend() -> (
     });
     (addr, rx)
 }
+
+/// One request a [`Recorder`] received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as received.
+    pub uri: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or("")
+    }
+
+    /// The raw query string (empty when there is none).
+    pub fn query(&self) -> &str {
+        self.uri.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The raw value of query parameter `name` (not decoded).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query()
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The last path segment.
+    pub fn last(&self) -> &str {
+        self.path().rsplit('/').next().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON (`null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// What a [`Recorder`] answers to one request.
+#[derive(Debug)]
+pub enum Canned {
+    /// 200 `application/json`.
+    Json(Value),
+    /// This status, `application/json`, a body holding `backend-internal-detail`.
+    Status(u16),
+    /// 200 with this content type and body text.
+    Text(&'static str, String),
+    /// The inner answer after this long.
+    After(Duration, Box<Canned>),
+    /// Never answers (the connection stays open).
+    Hang,
+}
+
+type CannedScript = Arc<dyn Fn(&Recorded) -> Canned + Send + Sync>;
+
+/// A backend on 127.0.0.1:0 that records every request (in arrival order, as soon as
+/// its body is read) and answers what its script says.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+    count: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Recorder {
+    pub async fn start(script: impl Fn(&Recorded) -> Canned + Send + Sync + 'static) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let (tx, count) = tokio::sync::watch::channel(0);
+        let tx = Arc::new(tx);
+        let script: CannedScript = Arc::new(script);
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, script, tx) = (log.clone(), script.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        recorder_answer(log.clone(), script.clone(), tx.clone(), req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Recorder { addr, seen, count }
+    }
+
+    /// Answers every request with this JSON.
+    pub async fn json(v: Value) -> Recorder {
+        Recorder::start(move |_| Canned::Json(v.clone())).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen so far (counting starts again at 0).
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+
+    /// Path and query of every request, in arrival order.
+    pub fn uris(&self) -> Vec<String> {
+        self.seen().into_iter().map(|s| s.uri).collect()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `within`.
+    pub async fn wait_for_hits(&self, n: usize, within: Duration) {
+        let mut count = self.count.clone();
+        let reached = tokio::time::timeout(within, count.wait_for(|c| *c >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "{} requests within {within:?}, expected {n}",
+            self.hits()
+        );
+    }
+}
+
+async fn recorder_answer(
+    log: Arc<Mutex<Vec<Recorded>>>,
+    script: CannedScript,
+    count: Arc<tokio::sync::watch::Sender<usize>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let seen = Recorded {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    };
+    let n = {
+        let mut log = log.lock().unwrap();
+        log.push(seen.clone());
+        log.len()
+    };
+    count.send_replace(n);
+    let mut canned = script(&seen);
+    loop {
+        let res = Response::builder();
+        return Ok(match canned {
+            Canned::After(wait, next) => {
+                tokio::time::sleep(wait).await;
+                canned = *next;
+                continue;
+            }
+            Canned::Hang => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                res.body(Full::from("{}")).unwrap()
+            }
+            Canned::Json(v) => res
+                .header("content-type", "application/json")
+                .body(Full::from(v.to_string()))
+                .unwrap(),
+            Canned::Status(code) => res
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Full::from(
+                    json!({ "status": code, "error": "backend-internal-detail" }).to_string(),
+                ))
+                .unwrap(),
+            Canned::Text(content_type, text) => res
+                .header("content-type", content_type)
+                .body(Full::from(text))
+                .unwrap(),
+        });
+    }
+}
