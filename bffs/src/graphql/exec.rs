@@ -14,8 +14,9 @@
 //! [`Exec::finish`] applies it to the response.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
+use async_graphql::context::SelectionField;
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::dynamic::{
     Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object,
@@ -24,13 +25,15 @@ use async_graphql::dynamic::{
 use async_graphql::parser::types::{BaseType, Type};
 use async_graphql::{ErrorExtensionValues, Name, PathSegment, ServerError, Value as ConstValue};
 use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use gateway::upstream::Upstream;
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::sdl::{FieldPlan, Model, Output, Rest, TypeDef};
+use super::sdl::{ArgDef, FieldPlan, Model, Output, Rest, TypeDef, named};
 use crate::call::{self, Failure};
 use crate::template::{Scope, Step, render_body};
 
@@ -93,7 +96,11 @@ pub(super) fn schema(model: Arc<Model>, limits: &SchemaLimits) -> Result<Schema,
                     e = e.description(d);
                 }
                 for v in values {
-                    let mut item = EnumItem::new(&v.name).deprecation(v.deprecation.as_deref());
+                    let mut item = EnumItem::new(&v.name);
+                    // `deprecation(None)` would mark it deprecated too.
+                    if let Some(reason) = &v.deprecation {
+                        item = item.deprecation(Some(reason));
+                    }
                     if let Some(d) = &v.description {
                         item = item.description(d);
                     }
@@ -165,7 +172,10 @@ fn field(model: Arc<Model>, index: usize) -> Field {
     if let Some(d) = &plan.description {
         f = f.description(d);
     }
-    f.deprecation(plan.deprecation.as_deref())
+    match &plan.deprecation {
+        Some(reason) => f.deprecation(Some(reason)),
+        None => f,
+    }
 }
 
 /// One operation's state.
@@ -180,6 +190,9 @@ pub(super) struct Exec {
     pub(super) deadline: Instant,
     /// Identical idempotent calls of this operation run once.
     calls: Mutex<HashMap<CallKey, Shared>>,
+    /// `batch` fields' loads, each key once.
+    loads: Mutex<HashMap<BatchKey, Load>>,
+    loader: DataLoader<Batches>,
     /// Where failures put a `null` above the field that failed.
     nulls: Mutex<Vec<Vec<PathSegment>>>,
 }
@@ -189,6 +202,9 @@ type CallKey = (usize, Method, String, Option<Bytes>);
 /// One call's answer, for every field that makes it.
 type Shared = Arc<OnceCell<Result<Value, Failure>>>;
 
+/// One batch key's answer, for every field that asks for it.
+type Load = futures_util::future::Shared<BoxFuture<'static, Result<Value, Failure>>>;
+
 impl Exec {
     pub(super) fn new(
         upstreams: Arc<Vec<Arc<Upstream>>>,
@@ -197,8 +213,8 @@ impl Exec {
         client: HeaderMap,
         claims: Option<Map<String, Value>>,
         deadline: Instant,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             upstreams,
             model,
             headers,
@@ -206,13 +222,36 @@ impl Exec {
             claims,
             deadline,
             calls: Mutex::new(HashMap::new()),
+            loads: Mutex::new(HashMap::new()),
+            loader: DataLoader::new(Batches(me.clone()), tokio::spawn),
             nulls: Mutex::new(Vec::new()),
-        }
+        })
     }
 
-    /// The batch loader of this operation.
-    pub(super) fn loader(self: &Arc<Self>) -> DataLoader<Batches> {
-        DataLoader::new(Batches(self.clone()), tokio::spawn)
+    /// A `batch` field's value for one parent's key, loaded with the keys of every
+    /// other parent asking in the same moment (the DataLoader's window): the key is
+    /// registered as soon as the returned future is first polled.
+    fn load(self: &Arc<Self>, key: BatchKey) -> Load {
+        let mut loads = self.loads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(load) = loads.get(&key) {
+            return load.clone();
+        }
+        let me = Arc::downgrade(self); // the map must not keep its owner alive
+        let entry = key.clone();
+        let load = async move {
+            let Some(exec) = me.upgrade() else {
+                return Err(Failure::deadline());
+            };
+            match exec.loader.load_one(key).await {
+                Ok(Some(result)) => result,
+                Ok(None) => Ok(Value::Null),
+                Err(f) => Err(f),
+            }
+        }
+        .boxed()
+        .shared();
+        loads.insert(entry, load.clone());
+        load
     }
 
     fn scope<'a>(&'a self, answers: &'a HashMap<String, Value>) -> Scope<'a> {
@@ -339,20 +378,27 @@ pub(super) struct BatchKey {
 }
 
 /// Loads `batch` fields: one call per field and arguments for all the keys of one level.
-pub(super) struct Batches(Arc<Exec>);
+pub(super) struct Batches(Weak<Exec>);
 
 impl Loader<BatchKey> for Batches {
     type Value = Result<Value, Failure>;
     type Error = Failure;
 
     async fn load(&self, keys: &[BatchKey]) -> Result<HashMap<BatchKey, Self::Value>, Failure> {
-        let exec = &self.0;
+        let Some(exec) = self.0.upgrade() else {
+            return Ok(HashMap::new()); // the operation is over
+        };
+        let exec = &exec;
         let mut groups: HashMap<(usize, &str), Vec<&BatchKey>> = HashMap::new();
         for k in keys {
             groups
                 .entry((k.field, k.args.as_str()))
                 .or_default()
                 .push(k);
+        }
+        // Keys in a stable order, so equal batches are equal URLs (caches).
+        for keys in groups.values_mut() {
+            keys.sort_by(|a, b| a.key.cmp(&b.key));
         }
         let mut jobs = Vec::new();
         for ((field, args), keys) in &groups {
@@ -484,20 +530,22 @@ async fn resolve<'a>(
     if parent.is_some_and(|p| p.null) {
         return Ok(placeholder(&plan.ty, &plan.output));
     }
-    let raw = match &plan.rest {
-        None => Ok(lookup(parent.map_or(&Value::Null, |p| &p.json), &plan.from).clone()),
-        Some(rest) => {
-            let args = Value::Object(
-                ctx.args
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            v.as_value().clone().into_json().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-            );
+    let given = ctx
+        .args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_value().clone()));
+    let args = match &plan.rest {
+        Some(_) => arguments(&exec.model, &plan.args, given),
+        None => Ok(Value::Null), // read from the parent: arguments unused
+    };
+    let raw = match (&plan.rest, args) {
+        (None, _) => Ok(lookup(parent.map_or(&Value::Null, |p| &p.json), &plan.from).clone()),
+        (Some(_), Err(m)) => Err(Failure::new(
+            "BAD_USER_INPUT",
+            m.clone(),
+            gateway::error::Problem::bad_request(m),
+        )),
+        (Some(rest), Ok(args)) => {
             let parent_json = parent.map_or(&Value::Null, |p| &p.json);
             match &rest.batch {
                 Some(batch) => match steps(parent_json, &batch.parent_key)
@@ -507,17 +555,12 @@ async fn resolve<'a>(
                     // A parent without a key has nothing to load.
                     None => Ok(Value::Null),
                     Some(key) => {
-                        let loader = ctx.data_unchecked::<DataLoader<Batches>>();
                         let k = BatchKey {
                             field: index,
                             args: args.to_string(),
                             key,
                         };
-                        match loader.load_one(k).await {
-                            Ok(Some(Ok(v))) => Ok(lookup(&v, &plan.from).clone()),
-                            Ok(Some(Err(f))) | Err(f) => Err(f),
-                            Ok(None) => Ok(Value::Null),
-                        }
+                        exec.load(k).await.map(|v| lookup(&v, &plan.from).clone())
                     }
                 },
                 None => {
@@ -531,6 +574,13 @@ async fn resolve<'a>(
             }
         }
     };
+    // async-graphql resolves an object's fields one after another: start the backend
+    // calls of the fields selected below this one now, so they run side by side.
+    if let (Ok(value), Output::Object, Some(prefetch)) =
+        (&raw, &plan.output, ctx.data_opt::<Prefetch>())
+    {
+        prefetch.start(exec, named(&plan.ty), value, &ctx.field());
+    }
     let path = path_of(&ctx);
     let mut nullable = parent.map(|p| p.nullable.clone()).unwrap_or_default();
     nullable.push(plan.ty.nullable);
@@ -575,6 +625,168 @@ async fn resolve<'a>(
             Err(async_graphql::Error::new(REPORTED))
         }
     }
+}
+
+/// The field's arguments as JSON: absent ones from their defaults (input objects' fields
+/// too); an `Int` outside 32 bits is refused (async-graphql's dynamic `Int` takes 64).
+pub(super) fn arguments(
+    model: &Model,
+    defs: &[ArgDef],
+    given: impl Iterator<Item = (String, ConstValue)>,
+) -> Result<Value, String> {
+    let mut given: HashMap<String, ConstValue> = given.collect();
+    let mut out = Map::new();
+    for d in defs {
+        if let Some(v) = given.remove(&d.name).or_else(|| d.default.clone()) {
+            out.insert(d.name.clone(), coerce(model, &d.ty, v, &d.name)?);
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+fn coerce(model: &Model, ty: &Type, v: ConstValue, at: &str) -> Result<Value, String> {
+    match (&ty.base, v) {
+        (_, ConstValue::Null) => Ok(Value::Null),
+        (BaseType::List(inner), ConstValue::List(items)) => items
+            .into_iter()
+            .map(|i| coerce(model, inner, i, at))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
+        // One value where a list is expected is a list of one.
+        (BaseType::List(inner), v) => Ok(Value::Array(vec![coerce(model, inner, v, at)?])),
+        (BaseType::Named(n), ConstValue::Number(num)) if n.as_str() == "Int" => {
+            match num.as_i64().map(i32::try_from) {
+                Some(Ok(i)) => Ok(Value::from(i)),
+                _ => Err(format!("`{at}`: {num} is not a 32-bit Int")),
+            }
+        }
+        (BaseType::Named(n), ConstValue::Object(mut fields)) => match model.input(n) {
+            Some(defs) => {
+                let mut out = Map::new();
+                for d in defs {
+                    let value = fields
+                        .swap_remove(d.name.as_str())
+                        .or_else(|| d.default.clone());
+                    if let Some(v) = value {
+                        let below = format!("{at}.{}", d.name);
+                        out.insert(d.name.clone(), coerce(model, &d.ty, v, &below)?);
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+            None => ConstValue::Object(fields)
+                .into_json()
+                .map_err(|e| e.to_string()),
+        },
+        (_, v) => v.into_json().map_err(|e| e.to_string()),
+    }
+}
+
+/// The backend calls started ahead of their fields, cancelled when the operation ends.
+#[derive(Default)]
+pub(super) struct Prefetch {
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Prefetch {
+    /// Starts the GET calls of the `@rest` fields selected below an object (or the
+    /// objects of a list) of type `type_name`, and below its plain object fields.
+    fn start(
+        &self,
+        exec: &Arc<Exec>,
+        type_name: &str,
+        json: &Value,
+        selection: &SelectionField<'_>,
+    ) {
+        match json {
+            Value::Array(items) => {
+                for item in items {
+                    self.start(exec, type_name, item, selection);
+                }
+            }
+            Value::Object(_) => {
+                for child in selection.selection_set() {
+                    if skipped(&child) {
+                        continue;
+                    }
+                    if let Some(i) = exec.model.field_index(type_name, child.name()) {
+                        self.field(exec, i, json, &child);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts field `i` of the object `json` (or what is below it).
+    fn field(&self, exec: &Arc<Exec>, i: usize, json: &Value, child: &SelectionField<'_>) {
+        let plan = &exec.model.fields[i];
+        let Some(rest) = &plan.rest else {
+            if matches!(plan.output, Output::Object) {
+                self.start(exec, named(&plan.ty), lookup(json, &plan.from), child);
+            }
+            return;
+        };
+        if rest.method != Method::GET {
+            return; // side effects run only when their field does
+        }
+        let Ok(given) = child.arguments() else { return };
+        let given = given.into_iter().map(|(k, v)| (k.to_string(), v));
+        let Ok(args) = arguments(&exec.model, &plan.args, given) else {
+            return;
+        };
+        let exec = exec.clone();
+        match &rest.batch {
+            Some(b) => {
+                let Some(key) = steps(json, &b.parent_key).as_ref().and_then(text) else {
+                    return;
+                };
+                let key = BatchKey {
+                    field: i,
+                    args: args.to_string(),
+                    key,
+                };
+                // Polled once: the key joins the current batch now; the fields that
+                // need it await the same load.
+                let _ = exec.load(key).now_or_never();
+            }
+            None => {
+                let parent = json.clone();
+                self.spawn(async move {
+                    let plan = &exec.model.fields[i];
+                    let Some(rest) = &plan.rest else { return };
+                    let mut answers = HashMap::with_capacity(2);
+                    answers.insert("args".to_string(), args);
+                    answers.insert("parent".to_string(), parent);
+                    let _ = exec.fetch(plan, rest, &answers).await;
+                });
+            }
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spawn(task);
+    }
+}
+
+/// `@skip(if: true)` or `@include(if: false)` on the field itself.
+fn skipped(field: &SelectionField<'_>) -> bool {
+    let Ok(directives) = field.directives() else {
+        return false;
+    };
+    directives.iter().any(|d| {
+        let flag = d
+            .get_argument("if")
+            .map(|v| matches!(v.node, ConstValue::Boolean(true)));
+        match d.name.node.as_str() {
+            "skip" => flag == Some(true),
+            "include" => flag == Some(false),
+            _ => false,
+        }
+    })
 }
 
 /// A non-null position failed: the null goes further up.

@@ -337,15 +337,17 @@ impl Run<'_> {
             );
             return bad("TOO_MANY_ROOT_FIELDS", m);
         }
-        let exec = Arc::new(Exec::new(
+        let exec = Exec::new(
             self.upstreams.clone(),
             ep.model.clone(),
             self.headers.clone(),
             self.client.clone(),
             self.claims.clone(),
             self.deadline,
-        ));
-        let request = request.data(exec.clone()).data(exec.loader());
+        );
+        let request = request
+            .data(exec.clone())
+            .data(super::exec::Prefetch::default());
         let response = ep.schema.execute(request).await;
         let mut data = response.data;
         let mut errors = response.errors;

@@ -28,6 +28,25 @@ pub(super) struct Model {
     pub(super) types: Vec<TypeDef>,
     /// Every field of every object type; [`TypeDef::Object`] lists its indexes.
     pub(super) fields: Vec<FieldPlan>,
+    /// Field indexes by `Type.field`.
+    index: HashMap<String, usize>,
+}
+
+impl Model {
+    /// The field `name` of the object type `owner`.
+    pub(super) fn field_index(&self, owner: &str, name: &str) -> Option<usize> {
+        self.index.get(&format!("{owner}.{name}")).copied()
+    }
+
+    /// The fields of the input type `name`.
+    pub(super) fn input(&self, name: &str) -> Option<&[ArgDef]> {
+        self.types.iter().find_map(|t| match t {
+            TypeDef::Input {
+                name: n, fields, ..
+            } if n == name => Some(fields.as_slice()),
+            _ => None,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -297,15 +316,22 @@ pub(super) fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let index = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.label.clone(), i))
+        .collect();
     Ok(Model {
         query,
         mutation,
         types,
         fields,
+        index,
     })
 }
 
-fn named(ty: &Type) -> &Name {
+/// The named type under any lists.
+pub(super) fn named(ty: &Type) -> &Name {
     match &ty.base {
         BaseType::Named(n) => n,
         BaseType::List(inner) => named(inner),
