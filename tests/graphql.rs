@@ -500,6 +500,31 @@ async fn arguments_defaults_enums_and_variables_fill_the_path() {
     assert_eq!(orders.hits(), 3);
 }
 
+/// A short document whose fragments double at every level (2^40 fields once expanded) is
+/// measured without being walked and refused at once, before any backend call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_that_double_are_refused_at_once() {
+    let (orders, users) = (orders_backend().await, users_backend().await);
+    let gw = shop(&orders.url(), &users.url(), &[]);
+    let mut q = String::from("query { ...F0 }");
+    for i in 0..40 {
+        q.push_str(&format!(
+            " fragment F{i} on Query {{ ...F{n} ...F{n} }}",
+            n = i + 1
+        ));
+    }
+    q.push_str(" fragment F40 on Query { __typename }");
+    let started = Instant::now();
+    let got = run(&gw, &q).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_request_error(&got, 200, "application/json", "GRAPHQL_VALIDATION_FAILED");
+    assert_eq!(orders.hits() + users.hits(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn int_arguments_outside_32_bits_are_refused() {
     let (orders, users) = (orders_backend().await, users_backend().await);

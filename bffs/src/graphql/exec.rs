@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use super::sdl::{ArgDef, FieldPlan, Model, Output, Rest, TypeDef, named};
+use super::sdl::{ArgDef, FieldPlan, Model, Output, Rest, TypeDef};
 use crate::call::{self, Failure};
 use crate::template::{Scope, Step, render_body};
 
@@ -68,7 +68,8 @@ pub(super) fn schema(model: Arc<Model>, limits: &SchemaLimits) -> Result<Schema,
         .limit_recursive_depth(64)
         .limit_directives(8);
     if !limits.introspection {
-        builder = builder.disable_introspection();
+        // "Did you mean …" would name the fields introspection hides.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     for def in &model.types {
         builder = match def {
@@ -192,7 +193,11 @@ pub(super) struct Exec {
     calls: Mutex<HashMap<CallKey, Shared>>,
     /// `batch` fields' loads, each key once.
     loads: Mutex<HashMap<BatchKey, Load>>,
-    loader: DataLoader<Batches>,
+    /// Holds the operation only weakly (it lives in it).
+    loader: Arc<DataLoader<Batches>>,
+    /// A mutation: nothing is remembered between calls (an answer may change after
+    /// each root field).
+    mutation: bool,
     /// Where failures put a `null` above the field that failed.
     nulls: Mutex<Vec<Vec<PathSegment>>>,
 }
@@ -207,6 +212,7 @@ type Load = futures_util::future::Shared<BoxFuture<'static, Result<Value, Failur
 
 impl Exec {
     pub(super) fn new(
+        mutation: bool,
         upstreams: Arc<Vec<Arc<Upstream>>>,
         model: Arc<Model>,
         headers: HeaderMap,
@@ -223,7 +229,8 @@ impl Exec {
             deadline,
             calls: Mutex::new(HashMap::new()),
             loads: Mutex::new(HashMap::new()),
-            loader: DataLoader::new(Batches(me.clone()), tokio::spawn),
+            loader: Arc::new(DataLoader::new(Batches(me.clone()), tokio::spawn)),
+            mutation,
             nulls: Mutex::new(Vec::new()),
         })
     }
@@ -236,13 +243,12 @@ impl Exec {
         if let Some(load) = loads.get(&key) {
             return load.clone();
         }
-        let me = Arc::downgrade(self); // the map must not keep its owner alive
+        // The future lives in this operation's map: it holds the loader, never the
+        // operation itself.
+        let loader = self.loader.clone();
         let entry = key.clone();
         let load = async move {
-            let Some(exec) = me.upgrade() else {
-                return Err(Failure::deadline());
-            };
-            match exec.loader.load_one(key).await {
+            match loader.load_one(key).await {
                 Ok(Some(result)) => result,
                 Ok(None) => Ok(Value::Null),
                 Err(f) => Err(f),
@@ -250,7 +256,9 @@ impl Exec {
         }
         .boxed()
         .shared();
-        loads.insert(entry, load.clone());
+        if !self.mutation {
+            loads.insert(entry, load.clone());
+        }
         load
     }
 
@@ -286,7 +294,7 @@ impl Exec {
                     .to_string(),
             )),
         };
-        if rest.method != Method::GET {
+        if rest.method != Method::GET || self.mutation {
             return self.send(plan, rest, &target, body).await;
         }
         let cell = {
@@ -579,7 +587,7 @@ async fn resolve<'a>(
     if let (Ok(value), Output::Object, Some(prefetch)) =
         (&raw, &plan.output, ctx.data_opt::<Prefetch>())
     {
-        prefetch.start(exec, named(&plan.ty), value, &ctx.field());
+        prefetch.start(exec, &plan.ty, value, &ctx.field());
     }
     let path = path_of(&ctx);
     let mut nullable = parent.map(|p| p.nullable.clone()).unwrap_or_default();
@@ -689,22 +697,17 @@ pub(super) struct Prefetch {
 }
 
 impl Prefetch {
-    /// Starts the GET calls of the `@rest` fields selected below an object (or the
-    /// objects of a list) of type `type_name`, and below its plain object fields.
-    fn start(
-        &self,
-        exec: &Arc<Exec>,
-        type_name: &str,
-        json: &Value,
-        selection: &SelectionField<'_>,
-    ) {
-        match json {
-            Value::Array(items) => {
+    /// Starts the GET calls of the `@rest` fields selected below a value of type `ty`
+    /// (an object, or objects in lists), and below its plain object fields. Only what
+    /// the type says is walked: a list where an object belongs starts nothing.
+    fn start(&self, exec: &Arc<Exec>, ty: &Type, json: &Value, selection: &SelectionField<'_>) {
+        match (&ty.base, json) {
+            (BaseType::List(inner), Value::Array(items)) => {
                 for item in items {
-                    self.start(exec, type_name, item, selection);
+                    self.start(exec, inner, item, selection);
                 }
             }
-            Value::Object(_) => {
+            (BaseType::Named(type_name), Value::Object(_)) => {
                 for child in selection.selection_set() {
                     if skipped(&child) {
                         continue;
@@ -723,7 +726,7 @@ impl Prefetch {
         let plan = &exec.model.fields[i];
         let Some(rest) = &plan.rest else {
             if matches!(plan.output, Output::Object) {
-                self.start(exec, named(&plan.ty), lookup(json, &plan.from), child);
+                self.start(exec, &plan.ty, lookup(json, &plan.from), child);
             }
             return;
         };

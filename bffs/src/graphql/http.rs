@@ -329,6 +329,21 @@ impl Run<'_> {
             let m = format!("{aliases} aliases; at most {} are allowed", limits.aliases);
             return bad("TOO_MANY_ALIASES", m);
         }
+        // async-graphql's own checks walk every fragment at every spread: a short
+        // document of nested spreads must be refused before they run.
+        let fields = limits::expanded_fields(doc, name);
+        if fields > ep.limits.complexity {
+            let m = format!(
+                "the operation selects {} fields; at most {} are allowed",
+                if fields == usize::MAX {
+                    "unboundedly many".to_string()
+                } else {
+                    fields.to_string()
+                },
+                ep.limits.complexity
+            );
+            return bad("GRAPHQL_VALIDATION_FAILED", m);
+        }
         let roots = limits::root_fields(doc, name);
         if roots > limits.root_fields {
             let m = format!(
@@ -337,7 +352,9 @@ impl Run<'_> {
             );
             return bad("TOO_MANY_ROOT_FIELDS", m);
         }
+        let mutation = limits::is_mutation(doc, name);
         let exec = Exec::new(
+            mutation,
             self.upstreams.clone(),
             ep.model.clone(),
             self.headers.clone(),

@@ -9,14 +9,32 @@ use async_graphql::parser::types::{
     SelectionSet,
 };
 
-/// The number of lexical tokens in `text`, counting up to `max + 1`.
+/// The deepest nesting of `{`, `[` and `(` a document may have (the parser recurses).
+const MAX_NESTING: usize = 64;
+
+/// The number of lexical tokens in `text`, counting up to `max + 1` (also `max + 1` when
+/// brackets nest deeper than the parser should be asked to follow).
 pub(super) fn tokens(text: &str, max: usize) -> usize {
     let b = text.as_bytes();
     let mut i = 0;
     let mut n = 0;
+    let mut depth = 0usize;
     while i < b.len() && n <= max {
         let c = b[i];
         match c {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return max + 1;
+                }
+                i += 1;
+                n += 1;
+            }
+            b'}' | b']' | b')' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+                n += 1;
+            }
             b' ' | b'\t' | b'\n' | b'\r' | b',' => i += 1,
             b'#' => {
                 while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
@@ -47,9 +65,19 @@ pub(super) fn tokens(text: &str, max: usize) -> usize {
                 i += 3;
                 n += 1;
             }
-            c if c == b'_' || c.is_ascii_alphanumeric() || c == b'-' || c == b'+' => {
+            // A name: [_A-Za-z][_0-9A-Za-z]*.
+            c if c == b'_' || c.is_ascii_alphabetic() => {
                 i += 1;
-                while i < b.len() && (b[i] == b'_' || b[i] == b'.' || b[i].is_ascii_alphanumeric())
+                while i < b.len() && (b[i] == b'_' || b[i].is_ascii_alphanumeric()) {
+                    i += 1;
+                }
+                n += 1;
+            }
+            // A number: -?digits, with fraction and exponent.
+            c if c == b'-' || c.is_ascii_digit() => {
+                i += 1;
+                while i < b.len()
+                    && (b[i].is_ascii_digit() || matches!(b[i], b'.' | b'e' | b'E' | b'+' | b'-'))
                 {
                     i += 1;
                 }
@@ -121,6 +149,62 @@ pub(super) fn aliases(doc: &ExecutableDocument) -> usize {
         .sum()
 }
 
+/// The fields the selected operation selects once its fragments are expanded (each
+/// fragment counted once and reused, so a document that doubles through nested spreads
+/// is measured without being walked), saturating; a fragment cycle counts as unbounded.
+pub(super) fn expanded_fields(doc: &ExecutableDocument, name: Option<&str>) -> usize {
+    fn count<'d>(
+        doc: &'d ExecutableDocument,
+        set: &'d SelectionSet,
+        memo: &mut std::collections::HashMap<&'d str, usize>,
+        open: &mut HashSet<&'d str>,
+    ) -> usize {
+        let mut total = 0usize;
+        for s in &set.items {
+            let n = match &s.node {
+                Selection::Field(f) => {
+                    1usize.saturating_add(count(doc, &f.node.selection_set.node, memo, open))
+                }
+                Selection::InlineFragment(i) => count(doc, &i.node.selection_set.node, memo, open),
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    if let Some(n) = memo.get(name) {
+                        *n
+                    } else if !open.insert(name) {
+                        usize::MAX // a cycle
+                    } else {
+                        let n = match doc.fragments.iter().find(|(k, _)| k.as_str() == name) {
+                            Some((_, f)) => count(doc, &f.node.selection_set.node, memo, open),
+                            None => 0,
+                        };
+                        open.remove(name);
+                        memo.insert(name, n);
+                        n
+                    }
+                }
+            };
+            total = total.saturating_add(n);
+        }
+        total
+    }
+    let mut memo = std::collections::HashMap::new();
+    match operation(doc, name) {
+        Some(op) => count(doc, &op.selection_set.node, &mut memo, &mut HashSet::new()),
+        None => doc
+            .operations
+            .iter()
+            .map(|(_, op)| {
+                count(
+                    doc,
+                    &op.node.selection_set.node,
+                    &mut memo,
+                    &mut HashSet::new(),
+                )
+            })
+            .fold(0, usize::saturating_add),
+    }
+}
+
 /// The root fields of the selected operation (through fragments).
 pub(super) fn root_fields(doc: &ExecutableDocument, name: Option<&str>) -> usize {
     fn count<'d>(
@@ -165,6 +249,30 @@ mod tests {
         assert_eq!(tokens(q, 1000), 54);
         assert_eq!(tokens(q, 10), 11);
         assert_eq!(tokens(r#"{ a(s: """x "" y""") }"#, 100), 8);
+        // Spreads glued to names are still separate tokens.
+        assert_eq!(tokens("{a...F...F}", 100), 7);
+        assert_eq!(tokens("{ a(x: -1.5e3) }", 100), 8);
+        let deep = format!("{{ a(x: {}1{}) }}", "[".repeat(70), "]".repeat(70));
+        assert_eq!(tokens(&deep, 10_000), 10_001);
+        // Fragments that double at every level are measured, not walked.
+        let mut nested = String::from("query { ...F0 }");
+        for i in 0..40 {
+            nested.push_str(&format!(
+                " fragment F{i} on Query {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
+        }
+        nested.push_str(" fragment F40 on Query { a }");
+        let doc = async_graphql::parser::parse_query(&nested).unwrap();
+        assert_eq!(expanded_fields(&doc, None), 1 << 40);
+        assert_eq!(
+            expanded_fields(
+                &async_graphql::parser::parse_query(q_small()).unwrap(),
+                None
+            ),
+            2
+        );
         let doc = async_graphql::parser::parse_query(q).unwrap();
         assert_eq!(aliases(&doc), 3);
         assert_eq!(root_fields(&doc, None), 3);
@@ -173,5 +281,9 @@ mod tests {
         assert!(is_mutation(&m, Some("B")));
         assert!(!is_mutation(&m, Some("A")));
         assert!(is_mutation(&m, None));
+    }
+
+    fn q_small() -> &'static str {
+        "{ orders { id } }"
     }
 }

@@ -101,6 +101,9 @@ pub(crate) struct Limits {
     root_fields: usize,
     document: usize,
     tokens: usize,
+    /// Fields selected with fragments expanded (the complexity limit, checked before
+    /// async-graphql walks the document).
+    complexity: usize,
     batch: Option<usize>,
 }
 
@@ -181,6 +184,7 @@ impl Extension for Graphql {
             document: usize::try_from(spec.max_document_size.map_or(DEFAULT_MAX_DOCUMENT, |s| s.0))
                 .unwrap_or(usize::MAX),
             tokens: spec.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            complexity: spec.max_complexity.unwrap_or(DEFAULT_MAX_COMPLEXITY),
             batch: spec.batch_operations,
         };
         Ok(Arc::new(GraphqlPlan(Arc::new(Endpoint {
