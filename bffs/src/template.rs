@@ -224,8 +224,20 @@ fn dot_segment(text: &str) -> bool {
     matches!(text, "." | "..")
 }
 
+/// The value `path` (without `*`) leads to from `node`.
+pub(crate) fn walk<'v>(mut node: &'v Value, path: &[Step]) -> Option<&'v Value> {
+    for step in path {
+        node = match step {
+            Step::Key(k) => node.get(k)?,
+            Step::Index(i) => node.get(*i)?,
+            Step::Each => return None,
+        };
+    }
+    Some(node)
+}
+
 /// A scalar as text (strings as they are, numbers and booleans as JSON).
-fn text_of(value: &Value) -> Option<String> {
+pub(crate) fn text_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -335,17 +347,7 @@ impl Scope<'_> {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| Value::String(v.to_string())),
             Var::Claim(c) => self.claims.and_then(|m| m.get(c)).cloned(),
-            Var::Call { call, path } => {
-                let mut node = self.answers.get(call)?;
-                for step in path {
-                    node = match step {
-                        Step::Key(k) => node.get(k)?,
-                        Step::Index(i) => node.get(*i)?,
-                        Step::Each => return None,
-                    };
-                }
-                Some(node.clone())
-            }
+            Var::Call { call, path } => walk(self.answers.get(call)?, path).cloned(),
         }
     }
 

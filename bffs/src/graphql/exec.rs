@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use super::sdl::{ArgDef, FieldPlan, Model, Output, Rest, TypeDef};
 use crate::call::{self, Failure};
-use crate::template::{Scope, Step, render_body};
+use crate::template::{Scope, render_body, text_of, walk};
 
 /// The error a resolver returns when it has reported its failure itself (dropped from
 /// the response).
@@ -277,9 +277,11 @@ impl Exec {
         &self,
         plan: &FieldPlan,
         rest: &Rest,
-        answers: &HashMap<String, Value>,
+        args: Value,
+        parent: Value,
     ) -> Result<Value, Failure> {
-        let scope = self.scope(answers);
+        let answers = HashMap::from([("args".to_string(), args), ("parent".to_string(), parent)]);
+        let scope = self.scope(&answers);
         let target = rest
             .path
             .render(&scope, true, false)
@@ -441,7 +443,8 @@ impl Loader<BatchKey> for Batches {
                                 let mut matches = items
                                     .iter()
                                     .filter(|item| {
-                                        item.get(&batch.key).and_then(text) == Some(k.key.clone())
+                                        item.get(&batch.key).and_then(text_of)
+                                            == Some(k.key.clone())
                                     })
                                     .cloned();
                                 let value = if list {
@@ -477,16 +480,6 @@ fn plan_is_list(ty: &Type) -> bool {
     matches!(ty.base, BaseType::List(_))
 }
 
-/// A scalar as key text.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
 fn lookup<'v>(mut v: &'v Value, path: &[String]) -> &'v Value {
     for step in path {
         v = match v {
@@ -500,17 +493,6 @@ fn lookup<'v>(mut v: &'v Value, path: &[String]) -> &'v Value {
         };
     }
     v
-}
-
-fn steps(mut v: &Value, path: &[Step]) -> Option<Value> {
-    for step in path {
-        v = match step {
-            Step::Key(k) => v.get(k)?,
-            Step::Index(i) => v.get(*i)?,
-            Step::Each => return None,
-        };
-    }
-    Some(v.clone())
 }
 
 fn path_of(ctx: &ResolverContext<'_>) -> Vec<PathSegment> {
@@ -556,10 +538,7 @@ async fn resolve<'a>(
         (Some(rest), Ok(args)) => {
             let parent_json = parent.map_or(&Value::Null, |p| &p.json);
             match &rest.batch {
-                Some(batch) => match steps(parent_json, &batch.parent_key)
-                    .as_ref()
-                    .and_then(text)
-                {
+                Some(batch) => match walk(parent_json, &batch.parent_key).and_then(text_of) {
                     // A parent without a key has nothing to load.
                     None => Ok(Value::Null),
                     Some(key) => {
@@ -571,14 +550,10 @@ async fn resolve<'a>(
                         exec.load(k).await.map(|v| lookup(&v, &plan.from).clone())
                     }
                 },
-                None => {
-                    let mut answers = HashMap::with_capacity(2);
-                    answers.insert("args".to_string(), args);
-                    answers.insert("parent".to_string(), parent_json.clone());
-                    exec.fetch(plan, rest, &answers)
-                        .await
-                        .map(|v| lookup(&v, &plan.from).clone())
-                }
+                None => exec
+                    .fetch(plan, rest, args, parent_json.clone())
+                    .await
+                    .map(|v| lookup(&v, &plan.from).clone()),
             }
         }
     };
@@ -589,7 +564,12 @@ async fn resolve<'a>(
     {
         prefetch.start(exec, &plan.ty, value, &ctx.field());
     }
-    let path = path_of(&ctx);
+    // The field's path, built only where an error or a null needs it.
+    let full = |below: &[PathSegment]| {
+        let mut p = path_of(&ctx);
+        p.extend_from_slice(below);
+        p
+    };
     let mut nullable = parent.map(|p| p.nullable.clone()).unwrap_or_default();
     nullable.push(plan.ty.nullable);
     let mut report = |at: &[PathSegment], code: &str, message: String| {
@@ -605,7 +585,8 @@ async fn resolve<'a>(
             let mut c = Completion {
                 exec,
                 nullable: &mut nullable,
-                path: path.clone(),
+                below: Vec::new(),
+                full: &full,
                 report: &mut report,
                 label: &plan.label,
             };
@@ -613,7 +594,7 @@ async fn resolve<'a>(
         }
         Err(f) => {
             tracing::debug!(field = %plan.label, code = f.code, "graphql field failed");
-            report(&path, f.code, f.detail.clone());
+            report(&full(&[]), f.code, f.detail.clone());
             if plan.ty.nullable {
                 Ok(None)
             } else {
@@ -625,6 +606,7 @@ async fn resolve<'a>(
         Ok(v) => Ok(v),
         Err(Bubble) => {
             // The nearest nullable position above this field takes the null.
+            let path = full(&[]);
             let at = nullable[..nullable.len() - 1]
                 .iter()
                 .rposition(|n| *n)
@@ -741,7 +723,7 @@ impl Prefetch {
         let exec = exec.clone();
         match &rest.batch {
             Some(b) => {
-                let Some(key) = steps(json, &b.parent_key).as_ref().and_then(text) else {
+                let Some(key) = walk(json, &b.parent_key).and_then(text_of) else {
                     return;
                 };
                 let key = BatchKey {
@@ -758,10 +740,7 @@ impl Prefetch {
                 self.spawn(async move {
                     let plan = &exec.model.fields[i];
                     let Some(rest) = &plan.rest else { return };
-                    let mut answers = HashMap::with_capacity(2);
-                    answers.insert("args".to_string(), args);
-                    answers.insert("parent".to_string(), parent);
-                    let _ = exec.fetch(plan, rest, &answers).await;
+                    let _ = exec.fetch(plan, rest, args, parent).await;
                 });
             }
         }
@@ -799,15 +778,17 @@ struct Completion<'c, 'r> {
     exec: &'c Exec,
     /// Nullability of each position down to the current one.
     nullable: &'c mut Vec<bool>,
-    /// The current position.
-    path: Vec<PathSegment>,
+    /// The current position, below the field's own.
+    below: Vec<PathSegment>,
+    /// The whole path of a position below the field.
+    full: &'c dyn Fn(&[PathSegment]) -> Vec<PathSegment>,
     report: &'r mut dyn FnMut(&[PathSegment], &str, String),
     label: &'c str,
 }
 
 impl Completion<'_, '_> {
     fn fail(&mut self, ty: &Type, message: String) -> Result<Option<FieldValue<'static>>, Bubble> {
-        (self.report)(&self.path, "INVALID_BODY", message);
+        (self.report)(&(self.full)(&self.below), "INVALID_BODY", message);
         if ty.nullable { Ok(None) } else { Err(Bubble) }
     }
 
@@ -836,7 +817,7 @@ impl Completion<'_, '_> {
                 };
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    self.path.push(PathSegment::Index(i));
+                    self.below.push(PathSegment::Index(i));
                     self.nullable.push(inner.nullable);
                     let done = self.complete(inner, output, item);
                     let v = match done {
@@ -847,7 +828,7 @@ impl Completion<'_, '_> {
                             if matches!(output, Output::Enum(_) | Output::Object)
                                 || matches!(inner.base, BaseType::List(_))
                             {
-                                self.exec.null_at(self.path.clone());
+                                self.exec.null_at((self.full)(&self.below));
                                 let mut t = (**inner).clone();
                                 t.nullable = false;
                                 Ok(placeholder(&t, output).unwrap_or(FieldValue::NULL))
@@ -857,7 +838,7 @@ impl Completion<'_, '_> {
                         }
                         Err(Bubble) => Err(Bubble),
                     };
-                    self.path.pop();
+                    self.below.pop();
                     self.nullable.pop();
                     match v {
                         Ok(v) => out.push(v),

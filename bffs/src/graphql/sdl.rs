@@ -28,14 +28,14 @@ pub(super) struct Model {
     pub(super) types: Vec<TypeDef>,
     /// Every field of every object type; [`TypeDef::Object`] lists its indexes.
     pub(super) fields: Vec<FieldPlan>,
-    /// Field indexes by `Type.field`.
-    index: HashMap<String, usize>,
+    /// Field indexes by type, then field name.
+    index: HashMap<String, HashMap<String, usize>>,
 }
 
 impl Model {
     /// The field `name` of the object type `owner`.
     pub(super) fn field_index(&self, owner: &str, name: &str) -> Option<usize> {
-        self.index.get(&format!("{owner}.{name}")).copied()
+        self.index.get(owner)?.get(name).copied()
     }
 
     /// The fields of the input type `name`.
@@ -316,11 +316,16 @@ pub(super) fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let index = fields
-        .iter()
-        .enumerate()
-        .map(|(i, f)| (f.label.clone(), i))
-        .collect();
+    let mut index: HashMap<String, HashMap<String, usize>> = HashMap::new();
+    for t in &types {
+        if let TypeDef::Object {
+            name, fields: ids, ..
+        } = t
+        {
+            let by_name = ids.iter().map(|&i| (fields[i].name.clone(), i)).collect();
+            index.insert(name.clone(), by_name);
+        }
+    }
     Ok(Model {
         query,
         mutation,

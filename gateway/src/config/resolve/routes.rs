@@ -109,38 +109,24 @@ impl Resolver<'_> {
                 continue;
             };
             let Some(f) = &file.value else { continue };
-            for (i, r) in f.routes.iter().enumerate() {
-                let key = format!("routes[{}]", file.original_index("routes", i));
-                if let Some(route) = self.route(
-                    file,
-                    &key,
-                    r,
-                    team,
-                    TeamId(team_index),
-                    &prefixes,
-                    &teams,
-                    known,
-                    defaults.get(file.name.as_str()).unwrap_or(&no_defaults),
-                ) {
-                    if let Some(other) = ids.get(&route.id) {
-                        self.errors.push(file.diag(
-                            format!("{key}.id"),
-                            format!("route id `{}` is already used at {other}", route.id),
-                        ));
-                        continue;
-                    }
-                    ids.insert(route.id.clone(), place(file, &format!("{key}.id")));
-                    origins.push((place(file, &key), file, key));
-                    routes.push(route);
-                }
-            }
-            // The file's GraphQL endpoint is one more route of the file.
+            // The file's routes, and its GraphQL endpoint as one more route of the file.
+            let mut list: Vec<(String, std::borrow::Cow<'_, raw::Route>)> = f
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let key = format!("routes[{}]", file.original_index("routes", i));
+                    (key, std::borrow::Cow::Borrowed(r))
+                })
+                .collect();
             if let Some(block) = &f.graphql
                 && self.extensions.get("graphql").is_some()
                 && let Some(r) = self.graphql_route(file, f, block)
             {
-                let key = "graphql".to_string();
-                if let Some(route) = self.route(
+                list.push(("graphql".to_string(), std::borrow::Cow::Owned(r)));
+            }
+            for (key, r) in list {
+                let Some(route) = self.route(
                     file,
                     &key,
                     &r,
@@ -150,18 +136,19 @@ impl Resolver<'_> {
                     &teams,
                     known,
                     defaults.get(file.name.as_str()).unwrap_or(&no_defaults),
-                ) {
-                    if let Some(other) = ids.get(&route.id) {
-                        self.errors.push(file.diag(
-                            "graphql.id",
-                            format!("route id `{}` is already used at {other}", route.id),
-                        ));
-                    } else {
-                        ids.insert(route.id.clone(), place(file, "graphql"));
-                        origins.push((place(file, &key), file, key));
-                        routes.push(route);
-                    }
+                ) else {
+                    continue;
+                };
+                if let Some(other) = ids.get(&route.id) {
+                    self.errors.push(file.diag(
+                        format!("{key}.id"),
+                        format!("route id `{}` is already used at {other}", route.id),
+                    ));
+                    continue;
                 }
+                ids.insert(route.id.clone(), place(file, &format!("{key}.id")));
+                origins.push((place(file, &key), file, key));
+                routes.push(route);
             }
         }
         let entries = routes
