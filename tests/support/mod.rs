@@ -659,6 +659,8 @@ pub enum Canned {
     Text(&'static str, String),
     /// The inner answer after this long.
     After(Duration, Box<Canned>),
+    /// This status, these headers, this body.
+    Full(u16, Vec<(&'static str, String)>, String),
     /// Never answers (the connection stays open).
     Hang,
 }
@@ -785,6 +787,13 @@ async fn recorder_answer(
                     json!({ "status": code, "error": "backend-internal-detail" }).to_string(),
                 ))
                 .unwrap(),
+            Canned::Full(status, headers, body) => {
+                let mut res = res.status(status);
+                for (name, value) in headers {
+                    res = res.header(name, value);
+                }
+                res.body(Full::from(body)).unwrap()
+            }
             Canned::Text(content_type, text) => res
                 .header("content-type", content_type)
                 .body(Full::from(text))

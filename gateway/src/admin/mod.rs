@@ -1,4 +1,5 @@
-//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`.
+//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`, `/cache`,
+//! `POST /cache/purge`.
 //!
 //! A separate listener (never reachable through `server.listen`). With `admin.token`
 //! set, every endpoint wants `Authorization: Bearer <token>` (compared in constant time).
@@ -10,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::{Code, Problem};
@@ -34,6 +35,8 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/routes", get(routes))
         .route("/routes/{id}/shadow", get(route_shadow))
         .route("/backends", get(backends))
+        .route("/cache", get(cache_stats))
+        .route("/cache/purge", post(cache_purge))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -134,6 +137,70 @@ async fn route_shadow(
     }
 }
 
+/// The cache's use and counters.
+async fn cache_stats(State(state): State<AdminState>) -> impl IntoResponse {
+    let store = state.gateway.snapshot().cache.clone();
+    let (entries, bytes) = store.usage();
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let s = &store.stats;
+    axum::Json(json!({
+        "entries": entries,
+        "bytes": bytes,
+        "max_size": store.settings().max_size,
+        "max_entry_size": store.settings().max_entry_size,
+        "hits": n(&s.hits),
+        "misses": n(&s.misses),
+        "stored": n(&s.stored),
+        "stale": n(&s.stale),
+    }))
+}
+
+/// `{"route": ID}`, `{"prefix": "/path"}` or `{}` → `{"purged": N}`.
+async fn cache_purge(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        route: Option<String>,
+        prefix: Option<String>,
+    }
+    let bad = |detail: &str| problem(Problem::bad_request(detail.to_string()), &headers);
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let Ok(asked) = serde_json::from_slice::<Body>(text) else {
+        return bad(r#"the body must be {"route": ID}, {"prefix": "/path"} or {}"#);
+    };
+    let snapshot = state.gateway.snapshot();
+    let which = match (asked.route, asked.prefix) {
+        (Some(_), Some(_)) => return bad("give `route` or `prefix`, not both"),
+        (Some(id), None) => {
+            if !snapshot.table.values().iter().any(|e| *e.id == *id) {
+                return problem(
+                    Problem::new(Code::RouteNotFound, "no route has this id"),
+                    &headers,
+                );
+            }
+            crate::cache::Purge::Route(id)
+        }
+        (None, Some(prefix)) => {
+            if !prefix.starts_with('/') {
+                return bad("`prefix` must be a path starting with /");
+            }
+            crate::cache::Purge::Prefix(prefix)
+        }
+        (None, None) => crate::cache::Purge::All,
+    };
+    let purged = snapshot.cache.purge(&which);
+    tracing::info!(target: "portico::admin", purged, "cache purged");
+    axum::Json(json!({ "purged": purged })).into_response()
+}
+
 async fn backends(State(state): State<AdminState>) -> impl IntoResponse {
     let snapshot = state.gateway.snapshot();
     let mut list: Vec<_> = snapshot.upstreams.values().map(|u| u.status()).collect();
@@ -217,6 +284,15 @@ pub fn routes_json(config: &crate::config::Config) -> serde_json::Value {
                     .iter()
                     .map(|t| json!({"backend": config.backends[t.backend.0].name, "weight": t.weight}))
                     .collect();
+            }
+            if let Some(c) = &r.cache {
+                route["cache"] = json!({
+                    "ttl_seconds": c.ttl.as_secs_f64(),
+                    "scope": if c.private { "private" } else { "public" },
+                    "vary": c.vary.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                    "stale_while_revalidate_seconds": c.stale_while_revalidate.as_secs_f64(),
+                    "stale_if_error_seconds": c.stale_if_error.as_secs_f64(),
+                });
             }
             if let Some(s) = &r.shadow {
                 route["shadow"] = json!({

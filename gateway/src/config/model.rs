@@ -33,6 +33,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Authentication providers; a [`ProviderId`] indexes this list.
     pub auth: Vec<AuthProvider>,
+    /// The response cache's bounds.
+    pub cache: CacheSettings,
     /// Things that are valid but probably not meant (`portico validate` prints them).
     pub warnings: Vec<super::error::Diagnostic>,
     /// The raw files as loaded (for `GET /config` and `portico routes`).
@@ -325,6 +327,34 @@ pub struct Route {
     pub cors: Option<Arc<Cors>>,
     /// The hooks of the file's BFF module (`bff:`).
     pub layer: Option<Arc<dyn crate::extend::Layer>>,
+    /// Response caching.
+    pub cache: Option<Arc<RouteCache>>,
+}
+
+/// The response cache's bounds (`cache:` in `gateway.yaml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes of keys, headers and bodies kept at most.
+    pub max_size: u64,
+    /// Largest body stored in one entry.
+    pub max_entry_size: usize,
+}
+
+/// A route's response cache, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// Freshness, unless the backend says less.
+    pub ttl: Duration,
+    /// Request headers that select entries, lowercase, sorted, distinct.
+    pub vary: Vec<http::HeaderName>,
+    /// Stale answers served at once while one refresh runs.
+    pub stale_while_revalidate: Duration,
+    /// Stale answers served when the backend fails.
+    pub stale_if_error: Duration,
+    /// One entry per authenticated caller (`private`) or for all (`public`).
+    pub private: bool,
+    /// Statuses that are stored.
+    pub statuses: Vec<StatusCode>,
 }
 
 /// Index of an auth provider in [`Config::auth`].

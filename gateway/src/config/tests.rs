@@ -202,17 +202,42 @@ fn unknown_backend_names_both_places() {
 
 #[test]
 fn features_not_built_yet_are_rejected() {
-    let gw = format!("{GATEWAY}cache: {{ max_size: 1MiB }}\n");
-    let web = "team: web\nprefix: /web\nauth: customers\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 5s }\n";
-    let errs = errors(&gw, &[("web.yaml", web)]);
-    let all = errs.join("\n");
+    let gw = format!("{GATEWAY}telemetry: {{ otlp_endpoint: http://127.0.0.1:4318 }}\n");
+    let all = errors(&gw, &[]).join("\n");
+    assert!(
+        all.contains("telemetry.otlp_endpoint: `otlp_endpoint` is not supported yet"),
+        "{all}"
+    );
+}
+
+#[test]
+fn cache_settings_are_checked() {
+    let gw = format!("{GATEWAY}cache: {{ max_size: 1KiB, max_entry_size: 2MiB }}\n");
+    let web = "team: web\nprefix: /web\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 0s, vary: [\"bad header\"], scope: private, statuses: [200, 206, 304, 700] }\n  - id: b\n    path: /b\n    methods: [POST]\n    proxy: { backend: orders }\n    cache: { ttl: 5s }\n";
+    let all = errors(&gw, &[("web.yaml", web)]).join("\n");
     for expect in [
-        "cache: `cache` is not supported yet",
-        "routes/web.yaml:3: auth: unknown auth provider `customers`",
-        "routes[0].cache: `cache` is not supported yet",
+        "gateway.yaml:8: cache.max_size: must be at least 64KiB",
+        "cache.max_entry_size: must be more than 0 and at most `max_size`",
+        "routes[0].cache.ttl: must be more than 0",
+        "routes[0].cache.vary[0]: `bad header` is not a header name",
+        "routes[0].cache.scope: `private` keeps one entry per authenticated caller, but this route does not authenticate",
+        "routes[0].cache.statuses[1]: 206 cannot be cached",
+        "routes[0].cache.statuses[2]: 304 cannot be cached",
+        "routes[0].cache.statuses[3]: 700 cannot be cached",
+        "routes[1].cache: only GET and HEAD answers are cached, and this route allows neither",
     ] {
         assert!(all.contains(expect), "missing {expect:?} in\n{all}");
     }
+    let gw = format!("{GATEWAY}cache: {{ max_size: 1MiB }}\n");
+    let web = "team: web\nprefix: /web\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 5s, vary: [Accept-Language, accept-language], stale_if_error: 1m }\n";
+    let config = load(&sources(&gw, &[("web.yaml", web)]), &no_vars).expect("valid");
+    let cache = config.routes[0].cache.as_ref().expect("cached");
+    assert_eq!(
+        cache.vary,
+        vec![http::HeaderName::from_static("accept-language")]
+    );
+    assert!(!cache.private, "public by default on a route without auth");
+    assert_eq!(config.cache.max_entry_size, 1 << 20);
 }
 
 #[test]

@@ -18,7 +18,9 @@
 //!  │ │ │ auth: the route's provider → identity, or 401 + WWW-Authenticate     │ │ │
 //!  │ │ │ require (scopes, roles, claims) → 403 FORBIDDEN                      │ │ │
 //!  │ │ │ rate limits keyed by the identity (subject, api_key, claim) → 429    │ │ │
-//!  │ │ │ (the cache slots in here: issue #8)                                  │ │ │
+//!  │ │ │ cache (GET/HEAD of a cached route): fresh → answered here; stale →   │ │ │
+//!  │ │ │   served while one refresh runs; miss → one call per key, stored when │ │ │
+//!  │ │ │   RFC 9111 allows; failure → stale within stale_if_error (cache/)    │ │ │
 //!  │ │ │ ┌─ handler ───────────────────────────────────────────────────────┐ │ │ │
 //!  │ │ │ │ static: fixed response                                          │ │ │ │
 //!  │ │ │ │ proxy:  headers rewritten (identity headers: client copies out, │ │ │ │
@@ -47,6 +49,7 @@ use super::state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
 use super::{edge, framing};
 use crate::auth::Identity;
 use crate::body::{ClientBody, ResponseBody};
+use crate::cache::{self, CACHE_STATUS};
 use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
 use crate::rate_limit::{Report, Subject};
@@ -82,6 +85,8 @@ struct Outcome {
     cors: Option<(std::sync::Arc<crate::config::Cors>, HeaderValue)>,
     /// The answer was made by the gateway (problem, static, preflight), not a backend.
     made_here: bool,
+    /// `Cache-Status` of a cached route's answer.
+    cache_status: Option<HeaderValue>,
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -186,6 +191,9 @@ async fn handle_inner(
             "request"
         );
     }
+    if let Some(status) = outcome.cache_status {
+        res.headers_mut().append(CACHE_STATUS.clone(), status);
+    }
     if let Some((policy, remaining)) = outcome.rate {
         res.headers_mut().insert(RATELIMIT_POLICY.clone(), policy);
         if let Some(r) = remaining {
@@ -198,7 +206,7 @@ async fn handle_inner(
 
 #[allow(clippy::too_many_arguments)]
 async fn route(
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     conn: &ConnInfo,
     client: std::net::IpAddr,
     req: Request<Incoming>,
@@ -262,6 +270,10 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
+    if entry.cache.is_some() {
+        // Until the cache stage decides otherwise (a refusal before it stays "bypass").
+        outcome.cache_status = Some(HeaderValue::from_static("portico; fwd=bypass"));
+    }
     if let Some(cors) = &entry.cors
         && let Some(origin) = crate::cors::allowed_origin(cors, req.headers())
     {
@@ -330,7 +342,8 @@ async fn route(
         }
     };
     let req = req.map(ClientBody::Incoming);
-    let dispatch = Dispatch {
+    let mut dispatch = Dispatch {
+        snapshot,
         entry,
         conn,
         client,
@@ -346,7 +359,7 @@ async fn route(
     // A BFF module's layer sees the request first, may wrap the handler, and sees the
     // handler's answer last.
     let Some(layer) = &entry.layer else {
-        return dispatch.run(req).await;
+        return dispatch.serve(req).await;
     };
     let exchange = crate::extend::Exchange {
         method: req.method().clone(),
@@ -360,7 +373,8 @@ async fn route(
             .and_then(|i| i.api_key().or(i.subject()).map(str::to_string)),
     };
     layer.on_request(&exchange)?;
-    let next: crate::extend::Next<'_> = Box::new(move |req| Box::pin(dispatch.run(req)));
+    let next: crate::extend::Next<'_> =
+        Box::new(move |req| Box::pin(async move { dispatch.serve(req).await }));
     match layer.around(&exchange, req, next).await {
         Ok(res) => Ok(layer.on_response(exchange.clone(), res).await),
         Err(problem) => Err(problem),
@@ -380,6 +394,7 @@ fn query_of<'r>(entry: &RouteEntry, req: &'r Request<ClientBody>) -> Option<Cow<
 
 /// Everything the handler needs besides the request.
 struct Dispatch<'a> {
+    snapshot: &'a Arc<Snapshot>,
     entry: &'a RouteEntry,
     conn: &'a ConnInfo,
     client: std::net::IpAddr,
@@ -394,9 +409,119 @@ struct Dispatch<'a> {
 }
 
 impl Dispatch<'_> {
+    /// The cache, for a cached route, in front of the handler (see `crate::cache`).
+    async fn serve(
+        &mut self,
+        mut req: Request<ClientBody>,
+    ) -> Result<Response<ResponseBody>, Problem> {
+        let entry = self.entry;
+        let Some(cached) = entry.cache.as_ref() else {
+            return self.run(req).await;
+        };
+        let query = query_of(entry, &req).map(Cow::into_owned);
+        let origin = cache::Origin {
+            path: self.path,
+            query: query.as_deref(),
+            identity: self.identity.as_deref(),
+            trusted_peer: is_trusted(self.conn.peer.ip(), &self.edge.trusted_proxies),
+            tls: self.conn.tls,
+        };
+        let keyed = match cached.prepare(&mut req, &origin) {
+            cache::Prepared::Bypass(status) => {
+                self.outcome.cache_status = Some(status);
+                return self.run(req).await;
+            }
+            cache::Prepared::Keyed(keyed) => keyed,
+        };
+        let stale = match cached.find(&keyed, req.headers()) {
+            cache::Found::Fresh(found) => {
+                self.outcome.cache_status = Some(cached.hit_status(&found, None));
+                return Ok(cached.answer(&keyed, &found));
+            }
+            cache::Found::Revalidate(found) => {
+                if let Some(flight) = cached.lead_now(&keyed) {
+                    self.refresh(&req, keyed.refreshing(), flight);
+                }
+                let status = cached.hit_status(&found, Some("stale-while-revalidate"));
+                self.outcome.cache_status = Some(status);
+                return Ok(cached.answer(&keyed, &found));
+            }
+            cache::Found::Miss(stale) => stale,
+        };
+        // One call per key: the others wait for it, then take its entry.
+        let flight = match cached.lead(&keyed, self.deadline).await? {
+            Some(flight) => Some(flight),
+            None => {
+                if let cache::Found::Fresh(found) = cached.find(&keyed, req.headers()) {
+                    self.outcome.cache_status = Some(cached.collapsed_status(&found));
+                    return Ok(cached.answer(&keyed, &found));
+                }
+                None
+            }
+        };
+        let headers = req.headers().clone();
+        let result = self.run(req).await;
+        let (result, status) = cached
+            .settle(&keyed, &headers, result, stale, self.deadline)
+            .await;
+        drop(flight);
+        self.outcome.cache_status = Some(status);
+        result
+    }
+
+    /// Refreshes a cached route's entry from a task of its own (stale-while-revalidate),
+    /// on the request's snapshot; `flight` keeps other refreshes of the key out.
+    fn refresh(&self, req: &Request<ClientBody>, keyed: cache::Keyed, flight: cache::Flight) {
+        let snapshot = self.snapshot.clone();
+        let conn = self.conn.clone();
+        let client = self.client;
+        let path = self.path.to_string();
+        let request_id = self.request_id.clone();
+        let traceparent = self.traceparent.clone();
+        let identity = self.identity.clone();
+        let budget = self.entry.timeout.map_or(self.edge.request_timeout, |t| {
+            t.min(self.edge.request_timeout)
+        });
+        let mut head = Request::new(ClientBody::read(bytes::Bytes::new()));
+        *head.uri_mut() = req.uri().clone();
+        *head.headers_mut() = req.headers().clone();
+        tokio::spawn(async move {
+            let Lookup::Found { value, params } = snapshot.table.lookup(&http::Method::GET, &path)
+            else {
+                return;
+            };
+            let Some(cached) = value.cache.as_ref() else {
+                return;
+            };
+            let deadline = Instant::now() + budget;
+            let headers = head.headers().clone();
+            let mut outcome = Outcome::default();
+            let mut dispatch = Dispatch {
+                snapshot: &snapshot,
+                entry: value,
+                conn: &conn,
+                client,
+                path: &path,
+                params: &params,
+                request_id: &request_id,
+                traceparent,
+                edge: &snapshot.edge,
+                deadline,
+                identity,
+                outcome: &mut outcome,
+            };
+            let result = dispatch.run(head).await;
+            // The entry is what counts; the answer itself has nobody to go to.
+            let _ = cached
+                .settle(&keyed, &headers, result, None, deadline)
+                .await;
+            drop(flight);
+        });
+    }
+
     /// The handler. A split picks its target (and maybe a sticky cookie to set), then
     /// proxies.
-    async fn run(self, req: Request<ClientBody>) -> Result<Response<ResponseBody>, Problem> {
+    async fn run(&mut self, req: Request<ClientBody>) -> Result<Response<ResponseBody>, Problem> {
         enum Target<'a> {
             Extension(&'a Arc<dyn crate::extend::Handler>),
             Proxy(&'a proxy::ProxyRoute, Option<HeaderValue>),
@@ -427,10 +552,10 @@ impl Dispatch<'_> {
             self.conn,
             &req,
             self.request_id,
-            self.traceparent,
+            self.traceparent.clone(),
             self.edge,
             self.deadline,
-            self.identity,
+            self.identity.clone(),
         );
         let (p, set_cookie) = match target {
             Target::Extension(handler) => {

@@ -45,6 +45,8 @@ pub struct RouteEntry {
     pub methods: Option<Vec<http::Method>>,
     /// The hooks of the file's BFF module.
     pub layer: Option<Arc<dyn crate::extend::Layer>>,
+    /// The route's response cache.
+    pub cache: Option<crate::cache::Cached>,
 }
 
 /// A route's resolved handler.
@@ -92,6 +94,9 @@ pub struct Snapshot {
     /// Running auth providers by name, with the settings they run (kept across reloads
     /// for unchanged providers: JWKS keys and verified-token caches survive).
     pub providers: HashMap<String, (String, Arc<Provider>)>,
+    /// The response cache (kept across reloads while its bounds stay the same; a route
+    /// whose definition changed loses its entries).
+    pub cache: Arc<crate::cache::Store>,
 }
 
 impl Snapshot {
@@ -135,6 +140,8 @@ impl Snapshot {
                 }
             }
         }
+        let cache = cache_store(&config, previous);
+        let carriers = Arc::new(carriers(&config));
         let teams: Vec<Arc<str>> = config
             .teams
             .iter()
@@ -200,6 +207,12 @@ impl Snapshot {
                 cors: r.cors.clone(),
                 methods: r.methods.clone(),
                 layer: r.layer.clone(),
+                cache: r.cache.as_ref().map(|policy| crate::cache::Cached {
+                    policy: policy.clone(),
+                    store: cache.clone(),
+                    route: Arc::from(r.id.as_str()),
+                    carriers: carriers.clone(),
+                }),
             };
             (r.pattern.clone(), r.methods.clone(), entry)
         });
@@ -223,6 +236,7 @@ impl Snapshot {
             edge,
             upstreams,
             providers,
+            cache,
         }
     }
 
@@ -234,6 +248,53 @@ impl Snapshot {
             .find(|e| &*e.id == id)
             .and_then(|e| e.limits.clone())
     }
+}
+
+/// The cache of `previous` when its bounds did not change, without the entries of
+/// routes that are gone or whose definition changed; else a new one.
+fn cache_store(config: &Config, previous: Option<&Snapshot>) -> Arc<crate::cache::Store> {
+    let Some(prev) = previous.filter(|p| p.cache.settings() == config.cache) else {
+        return Arc::new(crate::cache::Store::new(config.cache));
+    };
+    let definitions = |c: &Config| -> HashMap<String, String> {
+        c.raw
+            .routes
+            .iter()
+            .flat_map(|(_, f)| f.routes.iter())
+            .map(|r| (r.id.clone(), serde_json::to_string(r).unwrap_or_default()))
+            .collect()
+    };
+    let now = definitions(config);
+    for (id, before) in definitions(&prev.config) {
+        if now.get(&id) != Some(&before) {
+            prev.cache.purge(&crate::cache::Purge::Route(id));
+        }
+    }
+    prev.cache.clone()
+}
+
+/// Everything that carries credentials, across providers.
+fn carriers(config: &Config) -> crate::cache::Carriers {
+    let mut c = crate::cache::Carriers {
+        headers: vec![http::header::AUTHORIZATION],
+        ..Default::default()
+    };
+    for p in &config.auth {
+        match &p.kind {
+            config::AuthKind::Jwt(j) => {
+                for s in &j.sources {
+                    if let config::TokenSource::Cookie(name) = s {
+                        c.cookies.push(name.clone());
+                    }
+                }
+            }
+            config::AuthKind::ApiKeys(a) => {
+                c.headers.push(a.header.clone());
+                c.query.extend(a.query.clone());
+            }
+        }
+    }
+    c
 }
 
 /// The running gateway.

@@ -391,8 +391,12 @@ pub struct ApiKey {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cache {
-    /// Memory bound of the cache.
+    /// Memory bound of the cache (bodies, headers and keys), with eviction.
     pub max_size: Size,
+    /// Largest body stored in one entry; larger answers stream through unstored.
+    /// Default: 1MiB (or `max_size`, if smaller).
+    #[serde(default)]
+    pub max_entry_size: Option<Size>,
 }
 
 /// Logs, access log and traces (`telemetry:`).

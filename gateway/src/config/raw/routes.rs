@@ -112,9 +112,9 @@ pub struct Route {
     /// Deadline for this route (response head) → 504 GATEWAY_TIMEOUT.
     #[serde(default)]
     pub timeout: Option<Duration>,
-    /// Response caching.
+    /// Response caching (GET and HEAD).
     #[serde(default)]
-    pub cache: Option<serde_json::Value>,
+    pub cache: Option<RouteCache>,
     /// Auth provider for this route, or `none`.
     #[serde(default)]
     pub auth: Option<String>,
@@ -257,4 +257,39 @@ pub struct CompareIgnore {
     /// JSON pointers, e.g. `/meta/request_id`.
     #[serde(default)]
     pub ignore: Vec<String>,
+}
+
+/// A route's response cache (`cache:`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCache {
+    /// How long an answer is fresh; a backend's `max-age` / `s-maxage` may shorten it.
+    pub ttl: Duration,
+    /// Request headers whose values select different entries (besides the backend's `Vary`).
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// After `ttl`, a stale answer is served at once while one refresh runs in the background.
+    #[serde(default)]
+    pub stale_while_revalidate: Option<Duration>,
+    /// After `ttl`, a stale answer is served when the backend fails (5xx, timeout, refused,
+    /// open breaker, partial aggregate).
+    #[serde(default)]
+    pub stale_if_error: Option<Duration>,
+    /// `public`: one entry for everybody; `private`: one per authenticated caller. Default:
+    /// `private` on routes that authenticate, `public` otherwise.
+    #[serde(default)]
+    pub scope: Option<CacheScope>,
+    /// Statuses that are stored; default 200, 203, 204, 301, 404.
+    #[serde(default)]
+    pub statuses: Option<Vec<u16>>,
+}
+
+/// Who shares a cached entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    /// Every caller.
+    Public,
+    /// Only the authenticated caller it was stored for.
+    Private,
 }

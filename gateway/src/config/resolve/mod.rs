@@ -109,9 +109,7 @@ impl Resolver<'_> {
         let raw_gw = gw.value.as_ref().unwrap_or(&default_gw);
         let server = self.server(gw, &raw_gw.server);
         let admin = raw_gw.admin.as_ref().and_then(|a| self.admin(gw, a));
-        if raw_gw.cache.is_some() {
-            self.errors.push(gw.diag("cache", not_yet("cache")));
-        }
+        let cache = self.cache(gw, raw_gw.cache.as_ref());
         if raw_gw.telemetry.otlp_endpoint.is_some() {
             self.errors
                 .push(gw.diag("telemetry.otlp_endpoint", not_yet("otlp_endpoint")));
@@ -172,9 +170,42 @@ impl Resolver<'_> {
             teams,
             routes,
             auth: providers,
+            cache,
             warnings: Vec::new(),
             raw: Arc::new(raw),
         })
+    }
+
+    /// The cache's bounds; without a `cache:` block, 64MiB for routes that cache.
+    fn cache(&mut self, gw: &Parsed<GatewayFile>, c: Option<&raw::Cache>) -> CacheSettings {
+        const DEFAULT_SIZE: u64 = 64 << 20;
+        const DEFAULT_ENTRY: u64 = 1 << 20;
+        let Some(c) = c else {
+            return CacheSettings {
+                max_size: DEFAULT_SIZE,
+                max_entry_size: DEFAULT_ENTRY as usize,
+            };
+        };
+        if c.max_size.0 < 64 << 10 {
+            self.errors
+                .push(gw.diag("cache.max_size", "must be at least 64KiB"));
+        }
+        let entry = match c.max_entry_size {
+            Some(e) => {
+                if e.0 == 0 || e.0 > c.max_size.0 {
+                    self.errors.push(gw.diag(
+                        "cache.max_entry_size",
+                        "must be more than 0 and at most `max_size`",
+                    ));
+                }
+                e.0
+            }
+            None => DEFAULT_ENTRY.min(c.max_size.0),
+        };
+        CacheSettings {
+            max_size: c.max_size.0,
+            max_entry_size: usize::try_from(entry.min(u64::from(u32::MAX))).unwrap_or(usize::MAX),
+        }
     }
 
     fn server(&mut self, gw: &Parsed<GatewayFile>, s: &raw::Server) -> Option<Server> {

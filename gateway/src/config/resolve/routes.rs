@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
@@ -431,7 +432,6 @@ impl Resolver<'_> {
                 .push(file.diag(format!("{key}.id"), "a route id must be a non-empty word"));
         }
         let unsupported = [
-            ("cache", r.cache.is_some()),
             (
                 "aggregate",
                 r.aggregate.is_some() && self.extensions.get("aggregate").is_none(),
@@ -587,6 +587,9 @@ impl Resolver<'_> {
                 known,
             );
         }
+        let cache = r.cache.as_ref().and_then(|c| {
+            self.route_cache(file, &format!("{key}.cache"), c, auth, methods.as_deref())
+        });
         if self.errors.len() != before {
             return None;
         }
@@ -604,7 +607,88 @@ impl Resolver<'_> {
             require,
             cors: defaults.cors.clone(),
             layer: defaults.layer.clone(),
+            cache,
         })
+    }
+
+    /// A route's `cache:` block.
+    fn route_cache(
+        &mut self,
+        file: &Parsed<RoutesFile>,
+        key: &str,
+        c: &raw::RouteCache,
+        auth: Option<RouteAuth>,
+        methods: Option<&[Method]>,
+    ) -> Option<Arc<RouteCache>> {
+        let before = self.errors.len();
+        if c.ttl.0.is_zero() {
+            self.errors
+                .push(file.diag(format!("{key}.ttl"), "must be more than 0"));
+        }
+        if let Some(ms) = methods
+            && !ms.iter().any(|m| *m == Method::GET || *m == Method::HEAD)
+        {
+            self.errors.push(file.diag(
+                key.to_string(),
+                "only GET and HEAD answers are cached, and this route allows neither",
+            ));
+        }
+        let mut vary = Vec::new();
+        for (i, name) in c.vary.iter().enumerate() {
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) if !vary.contains(&n) => vary.push(n),
+                Ok(_) => {}
+                Err(_) => self.errors.push(file.diag(
+                    format!("{key}.vary[{i}]"),
+                    format!("`{name}` is not a header name"),
+                )),
+            }
+        }
+        vary.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let authenticates = matches!(auth, Some(RouteAuth::Provider(_)));
+        let private = match c.scope {
+            Some(raw::CacheScope::Private) if !authenticates => {
+                self.errors.push(file.diag(
+                    format!("{key}.scope"),
+                    "`private` keeps one entry per authenticated caller, but this route does not authenticate: use `public`, or set `auth`",
+                ));
+                false
+            }
+            Some(scope) => scope == raw::CacheScope::Private,
+            None => authenticates,
+        };
+        let statuses = match &c.statuses {
+            None => [200, 203, 204, 301, 404]
+                .into_iter()
+                .filter_map(|s| StatusCode::from_u16(s).ok())
+                .collect(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    match StatusCode::from_u16(*s) {
+                        Ok(code) if (200..600).contains(s) && *s != 206 && *s != 304 => {
+                            out.push(code)
+                        }
+                        _ => self.errors.push(file.diag(
+                            format!("{key}.statuses[{i}]"),
+                            format!("{s} cannot be cached: use a final status from 200 to 599 other than 206 and 304"),
+                        )),
+                    }
+                }
+                out
+            }
+        };
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Arc::new(RouteCache {
+            ttl: c.ttl.0,
+            vary,
+            stale_while_revalidate: c.stale_while_revalidate.map_or(Duration::ZERO, |d| d.0),
+            stale_if_error: c.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+            private,
+            statuses,
+        }))
     }
 
     fn proxy(
