@@ -323,8 +323,8 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
             format!("curl -s {base}/web/config"),
         ),
         (
-            "mobile: stock, query string passed through (rate limited per client IP)",
-            format!("curl -s '{base}/mobile/inventory?sku=sku-42'"),
+            "mobile: stock, cached at the edge for 5 s; run it twice: Cache-Status goes from `fwd=miss; stored` to `hit` (rate limited per client IP)",
+            format!("curl -s -i '{base}/mobile/inventory?sku=sku-42'"),
         ),
         (
             "mobile: the order page for the app, only the members it shows, gzip if accepted",
@@ -359,7 +359,8 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
     if let Some(a) = admin {
         out.push_str(&format!(
             "  # admin: the route table\n  curl -s http://{a}/routes\n\n  \
-             # admin: backends with their instances, health, breakers and recent latency\n  curl -s http://{a}/backends\n\n"
+             # admin: backends with their instances, health, breakers and recent latency\n  curl -s http://{a}/backends\n\n  \
+             # admin: the cache's entries, bytes, hits and misses; then drop everything under /mobile\n  curl -s http://{a}/cache\n  curl -s -X POST -d '{{\"prefix\": \"/mobile\"}}' http://{a}/cache/purge\n\n"
         ));
     }
     out

@@ -8,7 +8,7 @@
 //!   → edge      request id, trace context, header and body limits, edge deadline, access log
 //!   → router    normalised path → route (per method)
 //!   → route     route deadline · edge rate limits · auth (401) · require (403)
-//!               · identity rate limits · CORS
+//!               · identity rate limits · CORS · cache (fresh → answered here)
 //!   → handler   proxy | static | split (+ shadow) | extension (aggregate, BFF modules)
 //!   → backend   per-backend stack: fault → bulkhead → instance (health, ejection,
 //!               breaker) → attempt (timeout, hedge) → retry (budget, backoff)

@@ -412,6 +412,65 @@ mod tests {
         ));
     }
 
+    fn cached(max_size: &str, ttl_a: &str) -> Config {
+        let gateway =
+            format!("backends:\n  b:\n    url: http://127.0.0.1:9\ncache: {{ max_size: {max_size} }}\n");
+        let routes = format!(
+            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: {{ backend: b }}\n    cache: {{ ttl: {ttl_a} }}\n  - id: b\n    path: /b\n    proxy: {{ backend: b }}\n    cache: {{ ttl: 5s }}\n"
+        );
+        load(gateway, routes)
+    }
+
+    /// Stores an answer for GET `path` through the route's cache, as a request would.
+    async fn fill(s: &Snapshot, path: &str) {
+        use crate::body::{ClientBody, ResponseBody};
+        use crate::cache::{Origin, Prepared};
+        let crate::routing::Lookup::Found { value, .. } = s.table.lookup(&http::Method::GET, path)
+        else {
+            panic!("no route for {path}");
+        };
+        let cached = value.cache.as_ref().expect("a cached route");
+        let mut req = http::Request::get(path)
+            .body(ClientBody::read(bytes::Bytes::new()))
+            .unwrap();
+        let origin = Origin {
+            path,
+            query: None,
+            identity: None,
+            trusted_peer: false,
+            tls: false,
+        };
+        let Prepared::Keyed(keyed) = cached.prepare(&mut req, &origin) else {
+            panic!("bypassed");
+        };
+        let answer = http::Response::new(ResponseBody::full("stored"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let (res, status) = cached
+            .settle(&keyed, req.headers(), Ok(answer), None, deadline)
+            .await;
+        assert!(res.is_ok());
+        assert!(status.to_str().unwrap().contains("stored"), "{status:?}");
+    }
+
+    /// A reload keeps the cache and the entries of unchanged routes; a route whose
+    /// definition changed loses its entries; new bounds make a new cache.
+    #[tokio::test]
+    async fn reloads_keep_the_cache_but_drop_changed_routes_entries() {
+        let first = Snapshot::build(cached("1MiB", "5s"), None);
+        fill(&first, "/t/a").await;
+        fill(&first, "/t/b").await;
+        assert_eq!(first.cache.usage().0, 2);
+        let same = Snapshot::build(cached("1MiB", "5s"), Some(&first));
+        assert!(Arc::ptr_eq(&first.cache, &same.cache));
+        assert_eq!(same.cache.usage().0, 2);
+        let changed = Snapshot::build(cached("1MiB", "9s"), Some(&same));
+        assert!(Arc::ptr_eq(&same.cache, &changed.cache));
+        assert_eq!(changed.cache.usage().0, 1, "route a's entry is gone, b's stays");
+        let resized = Snapshot::build(cached("2MiB", "9s"), Some(&changed));
+        assert!(!Arc::ptr_eq(&changed.cache, &resized.cache));
+        assert_eq!(resized.cache.usage().0, 0);
+    }
+
     fn with_backends(c_failures: u32) -> Config {
         let gateway = format!(
             "backends:\n  b:\n    url: http://127.0.0.1:9\n  c:\n    urls: [http://127.0.0.1:10, http://127.0.0.1:11]\n    breaker: {{ consecutive_failures: {c_failures} }}\n    retry: {{ attempts: 1 }}\n"
