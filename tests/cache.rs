@@ -865,3 +865,235 @@ async fn cache_blocks_are_validated_with_file_and_line() {
         assert!(out.contains(expect), "missing {expect:?} in {out}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Splits
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_splits_targets_keep_their_own_entries_and_new_clients_still_get_their_cookie() {
+    let a = Recorder::start(|_| Canned::Text("text/plain", "from a".into())).await;
+    let v2 = Recorder::start(|_| Canned::Text("text/plain", "from v2".into())).await;
+    let gw_yaml = gateway_yaml(&a.url(), &format!("  v2:\n    url: {}\n", v2.url()), "");
+    let file = routes(
+        "none",
+        "  - id: s\n    path: /s\n    cache: { ttl: 30s }\n    split:\n      targets: [{ backend: b, weight: 100 }, { backend: v2, weight: 0 }]\n      sticky: \"cookie:portico_split\"\n      override: \"header:X-Target\"\n",
+    );
+    let gw = Gateway::serve(ConfigDir::new(&gw_yaml, &[("t.yaml", &file)]));
+    let url = gw.url("/s");
+    let url = url.replace("/s", "/t/s");
+    let first = get(&url).await;
+    assert_eq!(first.text(), "from a");
+    assert!(status(&first).contains("stored"), "{}", status(&first));
+    assert!(first.header("set-cookie").is_some());
+    let second = get(&url).await;
+    assert!(status(&second).contains("hit"));
+    assert!(
+        second.header("set-cookie").is_some(),
+        "a new client gets its sticky cookie from a hit too"
+    );
+    let forced = get_with(&url, &[("x-target", "v2")]).await;
+    assert_eq!(forced.text(), "from v2", "never the other target's entry");
+    let forced_again = get_with(&url, &[("x-target", "v2")]).await;
+    assert_eq!(forced_again.text(), "from v2");
+    assert!(status(&forced_again).contains("hit"));
+    assert_eq!((a.hits(), v2.hits()), (1, 1));
+}
+
+// ---------------------------------------------------------------------------------------
+// What the backend sees is what the key holds
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn headers_named_by_connection_are_cut_before_the_key_is_made() {
+    let backend = Recorder::start(|r| {
+        let lang = r.header("accept-language").unwrap_or("default").to_string();
+        Canned::Full(200, vec![("vary", "Accept-Language".into())], lang)
+    })
+    .await;
+    let gw = start(&backend, "", &cached_route("{ ttl: 30s }"));
+    let url = gw.url("/t/hello");
+    let attack = get_with(
+        &url,
+        &[("accept-language", "fr"), ("connection", "accept-language")],
+    )
+    .await;
+    assert_eq!(
+        attack.text(),
+        "default",
+        "the backend never saw the language"
+    );
+    let french = get_with(&url, &[("accept-language", "fr")]).await;
+    assert_eq!(french.text(), "fr");
+    let plain = get(&url).await;
+    assert_eq!(plain.text(), "default");
+    assert!(status(&plain).contains("hit"));
+}
+
+#[tokio::test]
+async fn vary_on_an_identity_header_uses_the_identitys_value() {
+    let backend = per_user(vec![
+        ("cache-control", "public, max-age=30".into()),
+        ("vary", "X-User-Id".into()),
+    ])
+    .await;
+    let file = routes(
+        "users",
+        "  - id: shared\n    path: /shared\n    proxy: { backend: b }\n    cache: { ttl: 30s, scope: public }\n",
+    );
+    let gw = start(&backend, "", &file);
+    let url = gw.url("/t/shared");
+    for _ in 0..2 {
+        for user in ["ann", "bob"] {
+            let got = get_with(
+                &url,
+                &[("authorization", &bearer(user)), ("x-user-id", "mallory")],
+            )
+            .await;
+            assert_eq!(got.json()["user"], user);
+        }
+    }
+    assert_eq!(backend.hits(), 2, "one entry per user, each reused");
+}
+
+#[tokio::test]
+async fn api_keys_are_credentials_even_in_the_query() {
+    let backend = counting(vec![("cache-control", "max-age=30".into())]).await;
+    let key = "cache-test-key-0123456789";
+    let yaml = gateway_yaml(
+        &backend.url(),
+        "",
+        &format!(
+            "auth:\n  partners:\n    api_keys:\n      header: X-API-Key\n      query: api_key\n      keys: [{{ id: acme, sha256: {} }}]\n",
+            sha256_hex(key)
+        ),
+    );
+    let file = routes(
+        "partners",
+        "  - id: p\n    path: /p\n    proxy: { backend: b }\n    cache: { ttl: 30s, scope: public }\n",
+    );
+    let gw = Gateway::serve(ConfigDir::new(&yaml, &[("t.yaml", &file)]));
+    for _ in 0..2 {
+        let got = get(&gw.url(&format!("/t/p?api_key={key}"))).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            status(&got),
+            "portico; fwd=miss; fwd-status=200; detail=authorization"
+        );
+    }
+    assert_eq!(backend.hits(), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Answers that cannot be stored, unsafe requests, request no-store
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_key_known_to_be_unstorable_does_not_make_requests_wait_for_each_other() {
+    let backend = Recorder::start(|_| {
+        Canned::After(
+            Duration::from_millis(300),
+            Box::new(Canned::Full(
+                200,
+                vec![
+                    ("cache-control", "no-store".into()),
+                    ("etag", "\"e1\"".into()),
+                ],
+                "fresh every time".into(),
+            )),
+        )
+    })
+    .await;
+    let gw = start(&backend, "", &cached_route("{ ttl: 30s }"));
+    let url = gw.url("/t/live");
+    get(&url).await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "in parallel, not one after another: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(backend.hits(), 11);
+    // Conditions go to the backend untouched, or are answered on its answer.
+    let got = get_with(&url, &[("if-none-match", "\"e1\"")]).await;
+    assert_eq!(got.status, 304);
+    assert_eq!(backend.seen()[11].header("if-none-match"), Some("\"e1\""));
+}
+
+#[tokio::test]
+async fn a_successful_unsafe_request_makes_the_paths_entries_unusable() {
+    let backend = counting(vec![]).await;
+    let file = routes(
+        "none",
+        "  - id: read\n    path: /doc/{id}\n    methods: [GET]\n    proxy: { backend: b }\n    cache: { ttl: 60s }\n  - id: write\n    path: /doc/{id}\n    methods: [PUT]\n    proxy: { backend: b }\n",
+    );
+    let gw = start(&backend, "", &file);
+    let url = gw.url("/t/doc/1");
+    get(&url).await;
+    get(&gw.url("/t/doc/2")).await;
+    assert!(status(&get(&url).await).contains("hit"));
+    let req = Request::put(&url)
+        .body(Full::new(Bytes::from("{}")))
+        .unwrap();
+    assert_eq!(send(&client(), req).await.status, 200);
+    let after = get(&url).await;
+    assert!(status(&after).contains("fwd=miss"), "{}", status(&after));
+    assert!(status(&get(&gw.url("/t/doc/2")).await).contains("hit"));
+    assert!(status(&get(&url).await).contains("hit"), "stored again");
+}
+
+#[tokio::test]
+async fn a_request_with_no_store_is_answered_but_not_stored() {
+    let backend = counting(vec![]).await;
+    let gw = start(&backend, "", &cached_route("{ ttl: 30s }"));
+    let url = gw.url("/t/ns");
+    let got = get_with(&url, &[("cache-control", "no-store")]).await;
+    assert_eq!(
+        status(&got),
+        "portico; fwd=miss; fwd-status=200; detail=request-no-store"
+    );
+    assert!(status(&get(&url).await).contains("stored"));
+    assert!(status(&get(&url).await).contains("hit"));
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_hanging_backend_get_the_stale_answer() {
+    let hang = Arc::new(AtomicUsize::new(0));
+    let mode = hang.clone();
+    let backend = Recorder::start(move |_| match mode.load(Ordering::SeqCst) {
+        0 => Canned::Json(json!({"good": true})),
+        _ => Canned::Hang,
+    })
+    .await;
+    let file = routes(
+        "none",
+        "  - id: c\n    path: /{*rest}\n    timeout: 600ms\n    proxy: { backend: b }\n    cache: { ttl: 1s, stale_if_error: 1m }\n",
+    );
+    let gw = start(&backend, "", &file);
+    let url = gw.url("/t/h");
+    get(&url).await;
+    hang.store(1, Ordering::SeqCst);
+    sleep(Duration::from_millis(1100)).await;
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.json()["good"], true);
+        assert!(status(&got).contains("stale-if-error"), "{}", status(&got));
+    }
+    assert_eq!(backend.hits(), 2, "one call, the others waited for it");
+}

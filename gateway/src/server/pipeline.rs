@@ -355,6 +355,7 @@ async fn route(
         deadline,
         identity,
         outcome,
+        chosen: None,
     };
     // A BFF module's layer sees the request first, may wrap the handler, and sees the
     // handler's answer last.
@@ -379,6 +380,14 @@ async fn route(
         Ok(res) => Ok(layer.on_response(exchange.clone(), res).await),
         Err(problem) => Err(problem),
     }
+}
+
+/// Methods that may change the resource (RFC 9110 §9.2.1).
+fn is_unsafe(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
 }
 
 /// The query string the handler gets: an API key carried in it is cut.
@@ -406,20 +415,54 @@ struct Dispatch<'a> {
     deadline: Instant,
     identity: Option<Arc<Identity>>,
     outcome: &'a mut Outcome,
+    /// A split's target, when the cache stage chose it (it is part of the key).
+    chosen: Option<&'a crate::strangler::SplitTarget>,
 }
 
 impl Dispatch<'_> {
     /// The cache, for a cached route, in front of the handler (see `crate::cache`).
-    async fn serve(
+    async fn serve(&mut self, req: Request<ClientBody>) -> Result<Response<ResponseBody>, Problem> {
+        let entry = self.entry;
+        let Some(cached) = entry.cache.as_ref() else {
+            if is_unsafe(req.method()) {
+                // RFC 9111 §4.4: a successful unsafe request makes the path's entries
+                // (of any route) unusable.
+                let res = self.run(req).await;
+                if res.as_ref().is_ok_and(|r| r.status().as_u16() < 400) {
+                    self.snapshot.cache.invalidate_path(self.path);
+                }
+                return res;
+            }
+            return self.run(req).await;
+        };
+        // A split's target is chosen first: entries of different targets never mix.
+        let choice = match &entry.handler {
+            RouteHandler::Split(split) => Some(split.choose(
+                req.headers(),
+                self.client,
+                self.conn.tls,
+                self.identity.as_deref(),
+            )),
+            _ => None,
+        };
+        self.chosen = choice.as_ref().map(|c| c.target);
+        let set_cookie = choice.and_then(|c| c.set_cookie);
+        let mut res = self.cached(cached, req).await;
+        if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
+            res.headers_mut().append(http::header::SET_COOKIE, cookie);
+        }
+        res
+    }
+
+    async fn cached(
         &mut self,
+        cached: &cache::Cached,
         mut req: Request<ClientBody>,
     ) -> Result<Response<ResponseBody>, Problem> {
         let entry = self.entry;
-        let Some(cached) = entry.cache.as_ref() else {
-            return self.run(req).await;
-        };
         let query = query_of(entry, &req).map(Cow::into_owned);
         let origin = cache::Origin {
+            target: self.chosen.map(|t| t.name.as_str()),
             path: self.path,
             query: query.as_deref(),
             identity: self.identity.as_deref(),
@@ -429,7 +472,12 @@ impl Dispatch<'_> {
         let keyed = match cached.prepare(&mut req, &origin) {
             cache::Prepared::Bypass(status) => {
                 self.outcome.cache_status = Some(status);
-                return self.run(req).await;
+                let unsafe_method = is_unsafe(req.method());
+                let res = self.run(req).await;
+                if unsafe_method && res.as_ref().is_ok_and(|r| r.status().as_u16() < 400) {
+                    cached.store.invalidate_path(self.path);
+                }
+                return res;
             }
             cache::Prepared::Keyed(keyed) => keyed,
         };
@@ -446,12 +494,38 @@ impl Dispatch<'_> {
                 self.outcome.cache_status = Some(status);
                 return Ok(cached.answer(&keyed, &found));
             }
+            cache::Found::Pass => {
+                // Known not to be storable: straight on, as the client asked.
+                keyed.restore_conditions(req.headers_mut());
+                let headers = req.headers().clone();
+                let result = self.run(req).await;
+                let (result, status) = cached
+                    .settle(&keyed, &headers, result, None, self.deadline)
+                    .await;
+                self.outcome.cache_status = Some(status);
+                return result;
+            }
             cache::Found::Miss(stale) => stale,
         };
-        // One call per key: the others wait for it, then take its entry.
-        let flight = match cached.lead(&keyed, self.deadline).await? {
-            Some(flight) => Some(flight),
-            None => {
+        // One call per key: the others wait for it, then take its entry. (A HEAD miss
+        // stores nothing, so it leads nothing.)
+        let lead = if keyed.is_head() {
+            Ok(None)
+        } else {
+            cached.lead(&keyed, self.deadline).await.map(Some)
+        };
+        let lead = match lead {
+            Ok(lead) => lead,
+            Err(problem) => {
+                let (result, status) = cached.waited_too_long(&keyed, stale.as_deref(), problem);
+                self.outcome.cache_status = Some(status);
+                return result;
+            }
+        };
+        let flight = match lead {
+            None => None,
+            Some(Some(flight)) => Some(flight),
+            Some(None) => {
                 if let cache::Found::Fresh(found) = cached.find(&keyed, req.headers()) {
                     self.outcome.cache_status = Some(cached.collapsed_status(&found));
                     return Ok(cached.answer(&keyed, &found));
@@ -482,19 +556,32 @@ impl Dispatch<'_> {
         let budget = self.entry.timeout.map_or(self.edge.request_timeout, |t| {
             t.min(self.edge.request_timeout)
         });
+        let target = self.chosen.map(|t| t.name.clone());
+        // The task finds this same route again (by address: the snapshot keeps it).
+        let route = self.entry as *const RouteEntry as usize;
+        let method = req.method().clone();
         let mut head = Request::new(ClientBody::read(bytes::Bytes::new()));
         *head.uri_mut() = req.uri().clone();
         *head.headers_mut() = req.headers().clone();
         tokio::spawn(async move {
-            let Lookup::Found { value, params } = snapshot.table.lookup(&http::Method::GET, &path)
-            else {
+            let Lookup::Found { value, params } = snapshot.table.lookup(&method, &path) else {
                 return;
             };
+            if value as *const RouteEntry as usize != route {
+                return;
+            }
             let Some(cached) = value.cache.as_ref() else {
                 return;
             };
             let deadline = Instant::now() + budget;
             let headers = head.headers().clone();
+            // The split target the entry's key names.
+            let chosen = match (&value.handler, &target) {
+                (RouteHandler::Split(split), Some(name)) => {
+                    split.targets.iter().find(|t| t.name == *name)
+                }
+                _ => None,
+            };
             let mut outcome = Outcome::default();
             let mut dispatch = Dispatch {
                 snapshot: &snapshot,
@@ -509,6 +596,7 @@ impl Dispatch<'_> {
                 deadline,
                 identity,
                 outcome: &mut outcome,
+                chosen,
             };
             let result = dispatch.run(head).await;
             // The entry is what counts; the answer itself has nobody to go to.
@@ -537,15 +625,19 @@ impl Dispatch<'_> {
             }
             RouteHandler::Extension(handler) => Target::Extension(handler),
             RouteHandler::Proxy(p) => Target::Proxy(p, None),
-            RouteHandler::Split(split) => {
-                let choice = split.choose(
-                    req.headers(),
-                    self.client,
-                    self.conn.tls,
-                    self.identity.as_deref(),
-                );
-                Target::Proxy(&choice.target.route, choice.set_cookie)
-            }
+            RouteHandler::Split(split) => match self.chosen.take() {
+                // Chosen by the cache stage, which sets the cookie itself.
+                Some(target) => Target::Proxy(&target.route, None),
+                None => {
+                    let choice = split.choose(
+                        req.headers(),
+                        self.client,
+                        self.conn.tls,
+                        self.identity.as_deref(),
+                    );
+                    Target::Proxy(&choice.target.route, choice.set_cookie)
+                }
+            },
         };
         let ctx = proxy_context(
             entry,

@@ -128,19 +128,21 @@ impl Snapshot {
             providers.insert(p.name.clone(), (p.fingerprint.clone(), running.clone()));
             provider_by_id.push(running);
         }
-        let mut protected: Vec<http::HeaderName> = Vec::new();
+        let mut protected_names: Vec<http::HeaderName> = Vec::new();
         for p in &config.auth {
             let names: Vec<&http::HeaderName> = match &p.kind {
                 config::AuthKind::Jwt(j) => j.forward_claims.iter().map(|(_, h)| h).collect(),
                 config::AuthKind::ApiKeys(a) => a.forward.iter().collect(),
             };
             for n in names {
-                if !protected.contains(n) {
-                    protected.push(n.clone());
+                if !protected_names.contains(n) {
+                    protected_names.push(n.clone());
                 }
             }
         }
-        let cache = cache_store(&config, previous);
+        let protected: Arc<[http::HeaderName]> = protected_names.into();
+        let generations = cache_generations(&config);
+        let cache = cache_store(&config, &generations, previous);
         let carriers = Arc::new(carriers(&config));
         let teams: Vec<Arc<str>> = config
             .teams
@@ -212,6 +214,8 @@ impl Snapshot {
                     store: cache.clone(),
                     route: Arc::from(r.id.as_str()),
                     carriers: carriers.clone(),
+                    protected: protected.clone(),
+                    generation: generations.get(&r.id).copied().unwrap_or_default(),
                 }),
             };
             (r.pattern.clone(), r.methods.clone(), entry)
@@ -228,7 +232,7 @@ impl Snapshot {
             request_timeout: s.request_timeout,
             trusted_proxies: s.trusted_proxies.clone(),
             access_log: config.telemetry.access_log,
-            protected: protected.into(),
+            protected,
         };
         Snapshot {
             config,
@@ -250,24 +254,60 @@ impl Snapshot {
     }
 }
 
+/// A fingerprint per route of everything that shapes its answers: its definition, its
+/// file's settings (auth, prefix, module, ...), the backends it calls and its provider.
+fn cache_generations(config: &Config) -> HashMap<String, u64> {
+    use std::hash::{Hash, Hasher};
+    let raw = &config.raw;
+    let mut definitions: HashMap<&str, String> = HashMap::new();
+    for (_, file) in &raw.routes {
+        let mut settings = file.clone();
+        settings.routes.clear();
+        let settings = json_text(&settings);
+        for r in &file.routes {
+            definitions.insert(r.id.as_str(), format!("{settings}{}", json_text(r)));
+        }
+    }
+    config
+        .routes
+        .iter()
+        .filter(|r| r.cache.is_some())
+        .map(|r| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            definitions.get(r.id.as_str()).hash(&mut h);
+            for b in r.handler.backends() {
+                let name = &config.backends[b.0].name;
+                raw.gateway.backends.get(name).map(json_text).hash(&mut h);
+            }
+            if let config::RouteAuth::Provider(p) = r.auth {
+                config.auth[p.0].fingerprint.hash(&mut h);
+            }
+            (r.id.clone(), h.finish())
+        })
+        .collect()
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// The cache of `previous` when its bounds did not change, without the entries of
-/// routes that are gone or whose definition changed; else a new one.
-fn cache_store(config: &Config, previous: Option<&Snapshot>) -> Arc<crate::cache::Store> {
+/// routes that are gone or whose generation changed (their keys changed anyway; this
+/// frees the memory at once); else a new one.
+fn cache_store(
+    config: &Config,
+    generations: &HashMap<String, u64>,
+    previous: Option<&Snapshot>,
+) -> Arc<crate::cache::Store> {
     let Some(prev) = previous.filter(|p| p.cache.settings() == config.cache) else {
         return Arc::new(crate::cache::Store::new(config.cache));
     };
-    let definitions = |c: &Config| -> HashMap<String, String> {
-        c.raw
-            .routes
-            .iter()
-            .flat_map(|(_, f)| f.routes.iter())
-            .map(|r| (r.id.clone(), serde_json::to_string(r).unwrap_or_default()))
-            .collect()
-    };
-    let now = definitions(config);
-    for (id, before) in definitions(&prev.config) {
-        if now.get(&id) != Some(&before) {
-            prev.cache.purge(&crate::cache::Purge::Route(id));
+    for old in prev.table.values() {
+        if let Some(c) = &old.cache
+            && generations.get(&*old.id) != Some(&c.generation)
+        {
+            prev.cache
+                .purge(&crate::cache::Purge::Route(old.id.to_string()));
         }
     }
     prev.cache.clone()
@@ -413,8 +453,9 @@ mod tests {
     }
 
     fn cached(max_size: &str, ttl_a: &str) -> Config {
-        let gateway =
-            format!("backends:\n  b:\n    url: http://127.0.0.1:9\ncache: {{ max_size: {max_size} }}\n");
+        let gateway = format!(
+            "backends:\n  b:\n    url: http://127.0.0.1:9\ncache: {{ max_size: {max_size} }}\n"
+        );
         let routes = format!(
             "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: {{ backend: b }}\n    cache: {{ ttl: {ttl_a} }}\n  - id: b\n    path: /b\n    proxy: {{ backend: b }}\n    cache: {{ ttl: 5s }}\n"
         );
@@ -434,6 +475,7 @@ mod tests {
             .body(ClientBody::read(bytes::Bytes::new()))
             .unwrap();
         let origin = Origin {
+            target: None,
             path,
             query: None,
             identity: None,
@@ -465,7 +507,11 @@ mod tests {
         assert_eq!(same.cache.usage().0, 2);
         let changed = Snapshot::build(cached("1MiB", "9s"), Some(&same));
         assert!(Arc::ptr_eq(&same.cache, &changed.cache));
-        assert_eq!(changed.cache.usage().0, 1, "route a's entry is gone, b's stays");
+        assert_eq!(
+            changed.cache.usage().0,
+            1,
+            "route a's entry is gone, b's stays"
+        );
         let resized = Snapshot::build(cached("2MiB", "9s"), Some(&changed));
         assert!(!Arc::ptr_eq(&changed.cache, &resized.cache));
         assert_eq!(resized.cache.usage().0, 0);

@@ -625,6 +625,17 @@ impl Resolver<'_> {
             self.errors
                 .push(file.diag(format!("{key}.ttl"), "must be more than 0"));
         }
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (name, d) in [
+            ("ttl", Some(c.ttl)),
+            ("stale_while_revalidate", c.stale_while_revalidate),
+            ("stale_if_error", c.stale_if_error),
+        ] {
+            if d.is_some_and(|d| d.0 > DAY) {
+                self.errors
+                    .push(file.diag(format!("{key}.{name}"), "must be at most 1d"));
+            }
+        }
         if let Some(ms) = methods
             && !ms.iter().any(|m| *m == Method::GET || *m == Method::HEAD)
         {
