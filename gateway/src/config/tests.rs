@@ -213,7 +213,7 @@ fn features_not_built_yet_are_rejected() {
 #[test]
 fn cache_settings_are_checked() {
     let gw = format!("{GATEWAY}cache: {{ max_size: 1KiB, max_entry_size: 2MiB }}\n");
-    let web = "team: web\nprefix: /web\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 0s, vary: [\"bad header\"], scope: private, statuses: [200, 206, 304, 700] }\n  - id: b\n    path: /b\n    methods: [POST]\n    proxy: { backend: orders }\n    cache: { ttl: 5s }\n";
+    let web = "team: web\nprefix: /web\nauth: none\nroutes:\n  - id: a\n    path: /a\n    proxy: { backend: orders }\n    cache: { ttl: 0s, vary: [\"bad header\"], scope: private, statuses: [200, 206, 304, 700] }\n  - id: b\n    path: /b\n    methods: [POST]\n    proxy: { backend: orders }\n    cache: { ttl: 5s, stale_if_error: 2d }\n";
     let all = errors(&gw, &[("web.yaml", web)]).join("\n");
     for expect in [
         "gateway.yaml:8: cache.max_size: must be at least 64KiB",
@@ -225,6 +225,7 @@ fn cache_settings_are_checked() {
         "routes[0].cache.statuses[2]: 304 cannot be cached",
         "routes[0].cache.statuses[3]: 700 cannot be cached",
         "routes[1].cache: only GET and HEAD answers are cached, and this route allows neither",
+        "routes[1].cache.stale_if_error: must be at most 1d",
     ] {
         assert!(all.contains(expect), "missing {expect:?} in\n{all}");
     }
