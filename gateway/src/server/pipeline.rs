@@ -423,16 +423,19 @@ impl Dispatch<'_> {
     /// The cache, for a cached route, in front of the handler (see `crate::cache`).
     async fn serve(&mut self, req: Request<ClientBody>) -> Result<Response<ResponseBody>, Problem> {
         let entry = self.entry;
-        let Some(cached) = entry.cache.as_ref() else {
-            if is_unsafe(req.method()) {
-                // RFC 9111 §4.4: a successful unsafe request makes the path's entries
-                // (of any route) unusable.
-                let res = self.run(req).await;
-                if res.as_ref().is_ok_and(|r| r.status().as_u16() < 400) {
-                    self.snapshot.cache.invalidate_path(self.path);
-                }
-                return res;
+        if is_unsafe(req.method()) {
+            // RFC 9111 §4.4: a successful unsafe request makes the path's entries (of any
+            // route) unusable.
+            if entry.cache.is_some() {
+                self.outcome.cache_status = Some(HeaderValue::from_static("portico; fwd=method"));
             }
+            let res = self.run(req).await;
+            if res.as_ref().is_ok_and(|r| r.status().as_u16() < 400) {
+                self.snapshot.cache.invalidate_path(self.path);
+            }
+            return res;
+        }
+        let Some(cached) = entry.cache.as_ref() else {
             return self.run(req).await;
         };
         // A split's target is chosen first: entries of different targets never mix.
@@ -472,12 +475,7 @@ impl Dispatch<'_> {
         let keyed = match cached.prepare(&mut req, &origin) {
             cache::Prepared::Bypass(status) => {
                 self.outcome.cache_status = Some(status);
-                let unsafe_method = is_unsafe(req.method());
-                let res = self.run(req).await;
-                if unsafe_method && res.as_ref().is_ok_and(|r| r.status().as_u16() < 400) {
-                    cached.store.invalidate_path(self.path);
-                }
-                return res;
+                return self.run(req).await;
             }
             cache::Prepared::Keyed(keyed) => keyed,
         };
