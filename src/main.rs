@@ -72,7 +72,15 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => match load(&config) {
-            Ok(cfg) => serve(cfg, listen, admin_listen, None),
+            Ok(cfg) => {
+                let dir = config.clone();
+                let reloader: BeforeServe = Box::new(move |bound| {
+                    bound.gateway().set_reloader(Box::new(move || {
+                        config::load_dir(&dir, &bffs::extensions())
+                    }));
+                });
+                serve(cfg, listen, admin_listen, Some(reloader))
+            }
             Err(code) => code,
         },
         Command::Validate { config } => match load(&config) {

@@ -1097,3 +1097,54 @@ async fn requests_waiting_on_a_hanging_backend_get_the_stale_answer() {
     }
     assert_eq!(backend.hits(), 2, "one call, the others waited for it");
 }
+
+// ---------------------------------------------------------------------------------------
+// Reload
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reload_drops_the_entries_of_changed_routes_only() {
+    let backend = counting(vec![]).await;
+    let file = |ttl_a: &str| {
+        routes(
+            "none",
+            &format!(
+                "  - id: a\n    path: /a\n    proxy: {{ backend: b }}\n    cache: {{ ttl: {ttl_a} }}\n  - id: z\n    path: /z\n    proxy: {{ backend: b }}\n    cache: {{ ttl: 60s }}\n"
+            ),
+        )
+    };
+    let dir = ConfigDir::new(&gateway(&backend.url(), ""), &[("t.yaml", &file("60s"))]);
+    let route_file = dir.path().join("routes/t.yaml");
+    let gw = Gateway::serve(dir);
+    for p in ["/t/a", "/t/z"] {
+        get(&gw.url(p)).await;
+    }
+    // Unchanged config: everything stays.
+    let same = admin_post(&gw, "/reload", "").await;
+    assert_eq!(same.status, 200, "{}", same.text());
+    assert_eq!(same.json()["status"], "reloaded");
+    assert!(status(&get(&gw.url("/t/a")).await).contains("hit"));
+    // A broken file is refused with its errors; the running config (and cache) stays.
+    std::fs::write(&route_file, file("0s")).unwrap();
+    let refused = admin_post(&gw, "/reload", "").await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused
+            .text()
+            .contains("routes[0].cache.ttl: must be more than 0"),
+        "{}",
+        refused.text()
+    );
+    assert!(status(&get(&gw.url("/t/a")).await).contains("hit"));
+    // Route a's cache settings change: its entries go, z's stay.
+    std::fs::write(&route_file, file("30s")).unwrap();
+    assert_eq!(admin_post(&gw, "/reload", "").await.status, 200);
+    let a = get(&gw.url("/t/a")).await;
+    assert!(
+        status(&a).contains("fwd=miss; fwd-status=200; stored; ttl=30"),
+        "{}",
+        status(&a)
+    );
+    assert!(status(&get(&gw.url("/t/z")).await).contains("hit"));
+    assert_eq!(backend.hits(), 3);
+}

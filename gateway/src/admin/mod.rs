@@ -1,5 +1,5 @@
 //! The admin listener: `/health`, `/ready`, `/routes`, `/backends`, `/cache`,
-//! `POST /cache/purge`.
+//! `POST /cache/purge`, `POST /reload`.
 //!
 //! A separate listener (never reachable through `server.listen`). With `admin.token`
 //! set, every endpoint wants `Authorization: Bearer <token>` (compared in constant time).
@@ -37,6 +37,7 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/backends", get(backends))
         .route("/cache", get(cache_stats))
         .route("/cache/purge", post(cache_purge))
+        .route("/reload", post(reload))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -134,6 +135,38 @@ async fn route_shadow(
             ),
             Some(s) => axum::Json(s.stats.json()).into_response(),
         },
+    }
+}
+
+/// Reads the configuration directory again: 200 when the new config is live, 422 with
+/// every error when it was refused (the running one keeps serving).
+async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    match state.gateway.reload().await {
+        Ok(Some(snapshot)) => {
+            tracing::info!(target: "portico::admin", routes = snapshot.config.routes.len(), "configuration reloaded");
+            axum::Json(json!({
+                "status": "reloaded",
+                "routes": snapshot.config.routes.len(),
+                "backends": snapshot.config.backends.len(),
+            }))
+            .into_response()
+        }
+        Ok(None) => problem(
+            Problem::new(
+                Code::RouteNotFound,
+                "this gateway was not started from a config directory it can read again",
+            ),
+            &headers,
+        ),
+        Err(e) => {
+            let errors: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+            tracing::warn!(target: "portico::admin", errors = errors.len(), "reload refused; the running configuration stays");
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({ "status": "refused", "errors": errors })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub(crate) use edge::request_id;
 pub use pipeline::ConnInfo;
-pub use state::{Edge, Gateway, RouteEntry, RouteHandler, Snapshot};
+pub use state::{Edge, Gateway, Reloader, RouteEntry, RouteHandler, Snapshot};
 
 use crate::config::Config;
 

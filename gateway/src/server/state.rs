@@ -337,11 +337,24 @@ fn carriers(config: &Config) -> crate::cache::Carriers {
     c
 }
 
+/// Reads and checks the configuration again (for `POST /reload`).
+pub type Reloader = Box<dyn Fn() -> Result<Config, config::Error> + Send + Sync>;
+
 /// The running gateway.
-#[derive(Debug)]
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     draining: AtomicBool,
+    reloader: std::sync::OnceLock<Reloader>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("draining", &self.is_draining())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
@@ -350,7 +363,37 @@ impl Gateway {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config, None)),
             draining: AtomicBool::new(false),
+            reloader: std::sync::OnceLock::new(),
+            reloading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Sets how the configuration is read again (once; the first one stays).
+    pub fn set_reloader(&self, reloader: Reloader) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// Reads, checks and swaps in the configuration again: `Ok(None)` when this gateway
+    /// has no way to (the demo's built-in files), `Err` with every error when the new
+    /// configuration is refused (the running one stays).
+    pub async fn reload(self: &Arc<Self>) -> Result<Option<Arc<Snapshot>>, config::Error> {
+        let _one = self.reloading.lock().await;
+        if self.reloader.get().is_none() {
+            return Ok(None);
+        }
+        let this = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || this.reloader.get().map(|r| r()))
+            .await
+            .ok()
+            .flatten();
+        match loaded {
+            Some(Ok(config)) => {
+                self.swap(config);
+                Ok(Some(self.snapshot()))
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        }
     }
 
     /// The current snapshot.
