@@ -75,9 +75,14 @@ fn main() -> ExitCode {
             Ok(cfg) => {
                 let dir = config.clone();
                 let reloader: BeforeServe = Box::new(move |bound| {
-                    bound.gateway().set_reloader(Box::new(move || {
-                        config::load_dir(&dir, &bffs::extensions())
+                    // Reloads: `POST /reload`, SIGHUP, and any change of the files.
+                    let gateway = bound.gateway();
+                    let from = dir.clone();
+                    gateway.set_reloader(Box::new(move || {
+                        config::load_dir(&from, &bffs::extensions())
                     }));
+                    tokio::spawn(gateway::server::watch::watch(gateway.clone(), dir));
+                    tokio::spawn(gateway::server::watch::on_hangup(gateway));
                 });
                 serve(cfg, listen, admin_listen, Some(reloader))
             }

@@ -62,8 +62,32 @@ pub trait Plan: Send + Sync + Debug {
     /// The backends it calls.
     fn backends(&self) -> Vec<BackendId>;
 
+    /// Each backend call it may make, for the topology: a label (the aggregate call's
+    /// name, the GraphQL `Type.field`), the backend, and the call's own timeout.
+    fn calls(&self) -> Vec<PlannedCall> {
+        self.backends()
+            .into_iter()
+            .map(|backend| PlannedCall {
+                label: String::new(),
+                backend,
+                timeout: None,
+            })
+            .collect()
+    }
+
     /// The running handler; `upstreams` is indexed by [`BackendId`].
     fn build(&self, upstreams: &[Arc<Upstream>]) -> Arc<dyn Handler>;
+}
+
+/// One backend call a handler may make.
+#[derive(Debug, Clone)]
+pub struct PlannedCall {
+    /// What makes the call (`order`, `Order.customer`).
+    pub label: String,
+    /// The backend.
+    pub backend: BackendId,
+    /// The call's own timeout, if it has one.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A boxed handler future.

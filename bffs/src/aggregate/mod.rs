@@ -295,6 +295,17 @@ impl Plan for AggregatePlan {
         ids
     }
 
+    fn calls(&self) -> Vec<gateway::extend::PlannedCall> {
+        self.calls
+            .iter()
+            .map(|c| gateway::extend::PlannedCall {
+                label: c.name.clone(),
+                backend: c.backend,
+                timeout: c.timeout,
+            })
+            .collect()
+    }
+
     fn build(&self, upstreams: &[Arc<Upstream>]) -> Arc<dyn Handler> {
         Arc::new(run::Aggregator {
             upstreams: self

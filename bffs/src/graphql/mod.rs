@@ -229,6 +229,21 @@ impl Plan for GraphqlPlan {
         ids
     }
 
+    fn calls(&self) -> Vec<gateway::extend::PlannedCall> {
+        self.0
+            .model
+            .fields
+            .iter()
+            .filter_map(|f| {
+                f.rest.as_ref().map(|r| gateway::extend::PlannedCall {
+                    label: f.label.clone(),
+                    backend: r.backend,
+                    timeout: r.timeout,
+                })
+            })
+            .collect()
+    }
+
     fn build(&self, upstreams: &[Arc<Upstream>]) -> Arc<dyn Handler> {
         Arc::new(Running {
             endpoint: self.0.clone(),

@@ -1,5 +1,5 @@
-//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`, `/cache`,
-//! `POST /cache/purge`, `POST /reload`.
+//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`, `/topology`, `/config`,
+//! `/cache`, `POST /cache/purge`, `POST /reload`.
 //!
 //! A separate listener (never reachable through `server.listen`). With `admin.token`
 //! set, every endpoint wants `Authorization: Bearer <token>` (compared in constant time).
@@ -15,6 +15,8 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::error::{Code, Problem};
+
+mod topology;
 use crate::server::Gateway;
 
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/routes", get(routes))
         .route("/routes/{id}/shadow", get(route_shadow))
         .route("/backends", get(backends))
+        .route("/topology", get(topology_graph))
+        .route("/config", get(active_config))
         .route("/cache", get(cache_stats))
         .route("/cache/purge", post(cache_purge))
         .route("/reload", post(reload))
@@ -136,6 +140,15 @@ async fn route_shadow(
             Some(s) => axum::Json(s.stats.json()).into_response(),
         },
     }
+}
+
+async fn topology_graph(State(state): State<AdminState>) -> impl IntoResponse {
+    axum::Json(topology::topology(&state.gateway.snapshot()))
+}
+
+async fn active_config(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state.gateway.snapshot();
+    axum::Json(topology::config(&snapshot.config, &state.gateway.reloads))
 }
 
 /// Reads the configuration directory again: 200 when the new config is live, 422 with

@@ -39,6 +39,8 @@ pub struct Config {
     pub warnings: Vec<super::error::Diagnostic>,
     /// The raw files as loaded (for `GET /config` and `portico routes`).
     pub raw: Arc<RawFiles>,
+    /// SHA-256 (hex) of the files' texts as read: which configuration is live.
+    pub hash: String,
 }
 
 /// The typed files behind a [`Config`].

@@ -8,6 +8,7 @@ mod framing;
 mod listener;
 pub mod pipeline;
 mod state;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub(crate) use edge::request_id;
 pub use pipeline::ConnInfo;
-pub use state::{Edge, Gateway, Reloader, RouteEntry, RouteHandler, Snapshot};
+pub use state::{Edge, Gateway, ReloadStats, Reloader, RouteEntry, RouteHandler, Snapshot};
 
 use crate::config::Config;
 

@@ -347,6 +347,19 @@ pub struct Gateway {
     reloader: std::sync::OnceLock<Reloader>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// What reloads did.
+    pub reloads: ReloadStats,
+}
+
+/// Reload counts and the last refusal, for the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads that swapped a new configuration in.
+    pub succeeded: std::sync::atomic::AtomicU64,
+    /// Reloads refused (the running configuration stayed).
+    pub failed: std::sync::atomic::AtomicU64,
+    /// The errors of the last refused reload (cleared by a successful one).
+    pub last_errors: std::sync::Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -365,6 +378,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             reloader: std::sync::OnceLock::new(),
             reloading: tokio::sync::Mutex::new(()),
+            reloads: ReloadStats::default(),
         })
     }
 
@@ -386,12 +400,35 @@ impl Gateway {
             .await
             .ok()
             .flatten();
+        let errors = |e: &config::Error| -> Vec<String> {
+            e.diagnostics.iter().map(ToString::to_string).collect()
+        };
         match loaded {
             Some(Ok(config)) => {
+                let hash = config.hash.clone();
                 self.swap(config);
+                self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.reloads
+                    .last_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                tracing::info!(target: "portico::reload", hash = %hash, "configuration reloaded");
                 Ok(Some(self.snapshot()))
             }
-            Some(Err(e)) => Err(e),
+            Some(Err(e)) => {
+                self.reloads.failed.fetch_add(1, Ordering::Relaxed);
+                let list = errors(&e);
+                for message in &list {
+                    tracing::error!(target: "portico::reload", error = %message, "reload refused; the running configuration stays");
+                }
+                *self
+                    .reloads
+                    .last_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = list;
+                Err(e)
+            }
             None => Ok(None),
         }
     }

@@ -58,11 +58,31 @@ pub fn load_with(
         && let Some(mut config) = config
     {
         config.warnings = r.warnings;
+        config.hash = sources_hash(sources);
         return Ok(config);
     }
     Err(Error {
         diagnostics: r.errors,
     })
+}
+
+/// SHA-256 (hex) over every file's name and text, in order.
+fn sources_hash(sources: &Sources) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for s in std::iter::once(&sources.gateway)
+        .chain(&sources.routes)
+        .chain(&sources.files)
+    {
+        for part in [s.name.as_bytes(), s.text.as_bytes()] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        }
+    }
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Loads the environment's variables for `${NAME}`.
@@ -173,6 +193,7 @@ impl Resolver<'_> {
             cache,
             warnings: Vec::new(),
             raw: Arc::new(raw),
+            hash: String::new(),
         })
     }
 
