@@ -1,4 +1,4 @@
-//! The admin listener: `/health`, `/ready`, `/routes`, `/backends`, `/topology`, `/config`,
+//! The admin listener: `/health`, `/ready`, `/metrics`, `/routes`, `/backends`, `/topology`, `/config`,
 //! `/cache`, `POST /cache/purge`, `POST /reload`.
 //!
 //! A separate listener (never reachable through `server.listen`). With `admin.token`
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::error::{Code, Problem};
 
+mod metrics;
 mod topology;
 use crate::server::Gateway;
 
@@ -37,6 +38,7 @@ pub fn router(gateway: Arc<Gateway>, token: Option<String>) -> Router {
         .route("/routes", get(routes))
         .route("/routes/{id}/shadow", get(route_shadow))
         .route("/backends", get(backends))
+        .route("/metrics", get(prometheus))
         .route("/topology", get(topology_graph))
         .route("/config", get(active_config))
         .route("/cache", get(cache_stats))
@@ -140,6 +142,18 @@ async fn route_shadow(
             Some(s) => axum::Json(s.stats.json()).into_response(),
         },
     }
+}
+
+async fn prometheus(State(state): State<AdminState>) -> Response {
+    let text = metrics::render(&state.gateway);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn topology_graph(State(state): State<AdminState>) -> impl IntoResponse {

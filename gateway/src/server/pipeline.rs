@@ -54,6 +54,7 @@ use crate::error::Problem;
 use crate::proxy::{self, client_ip, is_trusted};
 use crate::rate_limit::{Report, Subject};
 use crate::routing::{Lookup, normalize};
+use crate::telemetry::metrics::{CacheResult, RouteMetrics};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -87,6 +88,8 @@ struct Outcome {
     made_here: bool,
     /// `Cache-Status` of a cached route's answer.
     cache_status: Option<HeaderValue>,
+    /// The route's counters.
+    metrics: Option<Arc<RouteMetrics>>,
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -191,7 +194,15 @@ async fn handle_inner(
             "request"
         );
     }
+    let counters = outcome.metrics.as_deref().unwrap_or(&snapshot.unmatched);
+    counters.answered(&method, res.status().as_u16(), start.elapsed());
+    if let Some(failed) = res.headers().get(&cache::PARTIAL)
+        && let Ok(calls) = failed.to_str()
+    {
+        counters.partial(calls);
+    }
     if let Some(status) = outcome.cache_status {
+        counters.cache(cache_result(status.as_bytes()));
         res.headers_mut().append(CACHE_STATUS.clone(), status);
     }
     if let Some((policy, remaining)) = outcome.rate {
@@ -270,6 +281,7 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
+    outcome.metrics = Some(entry.metrics.clone());
     if entry.cache.is_some() {
         // Until the cache stage decides otherwise (a refusal before it stays "bypass").
         outcome.cache_status = Some(HeaderValue::from_static("portico; fwd=bypass"));
@@ -293,9 +305,10 @@ async fn route(
         if let Some(limits) = &entry.limits {
             outcome.rate = Some((limits.policy().clone(), limits.remaining(report)));
         }
-        report
-            .denied()
-            .map(|wait| Problem::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)))
+        report.denied().map(|wait| {
+            entry.metrics.rate_limited();
+            Problem::rate_limited(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+        })
     };
     if let Some(limits) = &entry.limits {
         let who = Subject {
@@ -379,6 +392,20 @@ async fn route(
     match layer.around(&exchange, req, next).await {
         Ok(res) => Ok(layer.on_response(exchange.clone(), res).await),
         Err(problem) => Err(problem),
+    }
+}
+
+/// What a `Cache-Status` value says the cache did, for the counters.
+fn cache_result(status: &[u8]) -> CacheResult {
+    let has = |needle: &[u8]| status.windows(needle.len()).any(|w| w == needle);
+    if has(b"stale-") {
+        CacheResult::Stale
+    } else if status.starts_with(b"portico; hit") || has(b"collapsed; ttl") {
+        CacheResult::Hit
+    } else if has(b"fwd=miss") || has(b"fwd=stale") {
+        CacheResult::Miss
+    } else {
+        CacheResult::Bypass
     }
 }
 

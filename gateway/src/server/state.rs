@@ -18,6 +18,7 @@ use crate::proxy::ProxyRoute;
 use crate::rate_limit::Limits;
 use crate::routing::Table;
 use crate::strangler::{ShadowRoute, SplitRoute, SplitTarget};
+use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
 /// A route as the request path sees it.
@@ -47,6 +48,8 @@ pub struct RouteEntry {
     pub layer: Option<Arc<dyn crate::extend::Layer>>,
     /// The route's response cache.
     pub cache: Option<crate::cache::Cached>,
+    /// The route's counters (kept across reloads while the route id and team stay).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// A route's resolved handler.
@@ -97,6 +100,8 @@ pub struct Snapshot {
     /// The response cache (kept across reloads while its bounds stay the same; a route
     /// whose definition changed loses its entries).
     pub cache: Arc<crate::cache::Store>,
+    /// Counters of requests no route matched.
+    pub unmatched: Arc<RouteMetrics>,
 }
 
 impl Snapshot {
@@ -176,7 +181,18 @@ impl Snapshot {
                     override_header: s.override_header.clone(),
                 }),
             };
+            let old_entry = previous.and_then(|p| {
+                p.table
+                    .values()
+                    .iter()
+                    .find(|e| *e.id == *r.id && e.team == teams[r.team.0])
+            });
             let shadow = r.shadow.as_ref().map(|s| {
+                // Match counts survive a reload while the route shadows the same backend.
+                let stats = old_entry
+                    .and_then(|e| e.shadow.as_ref())
+                    .filter(|old| old.upstream.name() == config.backends[s.backend.0].name)
+                    .map_or_else(Arc::default, |old| old.stats.clone());
                 Arc::new(ShadowRoute {
                     upstream: by_id[s.backend.0].clone(),
                     share: s.share,
@@ -184,7 +200,7 @@ impl Snapshot {
                     compare: s.compare.clone(),
                     max_body: s.max_body,
                     slots: Arc::new(tokio::sync::Semaphore::new(s.max_in_flight)),
-                    stats: Arc::default(),
+                    stats,
                 })
             });
             // A route whose limits did not change keeps their buckets across a reload.
@@ -209,6 +225,7 @@ impl Snapshot {
                 cors: r.cors.clone(),
                 methods: r.methods.clone(),
                 layer: r.layer.clone(),
+                metrics: old_entry.map_or_else(Arc::default, |e| e.metrics.clone()),
                 cache: r.cache.as_ref().map(|policy| crate::cache::Cached {
                     policy: policy.clone(),
                     store: cache.clone(),
@@ -241,6 +258,7 @@ impl Snapshot {
             upstreams,
             providers,
             cache,
+            unmatched: previous.map_or_else(Arc::default, |p| p.unmatched.clone()),
         }
     }
 

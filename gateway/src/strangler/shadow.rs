@@ -55,6 +55,15 @@ impl ShadowStats {
         })
     }
 
+    /// `(match, mismatch, error)` counts.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.matched.load(Ordering::Relaxed),
+            self.mismatched.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
     /// Share of compared answers that matched, if any were compared.
     pub fn match_rate(&self) -> Option<f64> {
         let m = self.matched.load(Ordering::Relaxed) as f64;

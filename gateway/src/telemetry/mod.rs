@@ -7,6 +7,8 @@
 
 use tracing_subscriber::EnvFilter;
 
+pub mod metrics;
+
 use crate::config::raw::LogFormat;
 
 /// Installs the global log subscriber (once; later calls are ignored).

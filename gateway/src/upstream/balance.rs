@@ -72,6 +72,7 @@ pub struct Endpoint {
     ejected: AtomicBool,
     outlier: Mutex<Outlier>,
     stats: Mutex<Window<Sample>>,
+    metrics: crate::telemetry::metrics::InstanceMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,7 +119,13 @@ impl Endpoint {
             ejected: AtomicBool::new(false),
             outlier: Mutex::new(Outlier::default()),
             stats: Mutex::new(Window::new(Duration::from_secs(10), 10, now)),
+            metrics: Default::default(),
         }
+    }
+
+    /// The instance's counters.
+    pub fn metrics(&self) -> &crate::telemetry::metrics::InstanceMetrics {
+        &self.metrics
     }
 
     /// The connection pool.

@@ -67,6 +67,8 @@ pub struct Breaker {
     /// Who this breaker guards, for the log (`backend instance`).
     label: String,
     inner: Mutex<Inner>,
+    /// Transitions into closed, open and half-open.
+    transitions: [std::sync::atomic::AtomicU64; 3],
 }
 
 /// Leave to send one request; settle it with [`Breaker::record`].
@@ -99,6 +101,7 @@ impl Breaker {
                 consecutive: 0,
                 window,
             }),
+            transitions: Default::default(),
         })
     }
 
@@ -127,6 +130,7 @@ impl Breaker {
                     succeeded: 0,
                 };
                 inner.generation += 1;
+                self.moved(State::HalfOpen);
                 tracing::info!(breaker = %self.label, "circuit breaker half-open: probing");
                 true
             }
@@ -180,6 +184,7 @@ impl Breaker {
                     inner.generation += 1;
                     inner.consecutive = 0;
                     inner.window.clear(now);
+                    self.moved(State::Closed);
                     tracing::info!(breaker = %self.label, "circuit breaker closed");
                 }
             }
@@ -206,6 +211,7 @@ impl Breaker {
             until: now + self.settings.open_for,
         };
         inner.generation += 1;
+        self.moved(State::Open);
         tracing::warn!(
             breaker = %self.label,
             open_for = ?self.settings.open_for,
@@ -222,6 +228,17 @@ impl Breaker {
         if let Phase::HalfOpen { admitted, .. } = &mut inner.phase {
             *admitted = admitted.saturating_sub(1);
         }
+    }
+
+    fn moved(&self, to: State) {
+        self.transitions[to as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Transitions so far into `[closed, open, half_open]`.
+    pub fn transitions(&self) -> [u64; 3] {
+        self.transitions
+            .each_ref()
+            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The state at `now`.

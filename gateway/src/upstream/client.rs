@@ -31,6 +31,7 @@ use super::retry::{self, Budget};
 use super::{fault, health};
 use crate::body::UpstreamBody;
 use crate::config::{self, Balance, Conditions, FaultSettings, RetrySettings};
+use crate::telemetry::metrics::{AttemptResult, BackendMetrics};
 
 /// Why a backend call failed. Sources are kept for the log, never shown to clients.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +92,7 @@ pub struct Upstream {
     budget: Option<Budget>,
     hedge: Option<Duration>,
     fault: Option<FaultSettings>,
+    metrics: BackendMetrics,
 }
 
 /// The request of a call, sent once or copied per attempt.
@@ -271,6 +273,7 @@ impl Upstream {
             budget,
             hedge: backend.hedge,
             fault: backend.fault.clone(),
+            metrics: BackendMetrics::default(),
         }
     }
 
@@ -302,7 +305,10 @@ impl Upstream {
         {
             return Err(Error::Fault(status));
         }
-        let permit = self.bulkhead.try_enter().ok_or(Error::BulkheadFull)?;
+        let Some(permit) = self.bulkhead.try_enter() else {
+            BackendMetrics::inc(&self.metrics.bulkhead_rejected);
+            return Err(Error::BulkheadFull);
+        };
         if let Some(budget) = &self.budget {
             budget.request(Instant::now());
         }
@@ -345,6 +351,7 @@ impl Upstream {
                 .as_ref()
                 .is_some_and(|b| b.try_retry(Instant::now()))
             {
+                BackendMetrics::inc(&self.metrics.budget_exhausted);
                 tracing::debug!(backend = %self.name, "retry budget exhausted");
                 return finish(attempt, permit);
             }
@@ -365,6 +372,7 @@ impl Upstream {
                 other => other,
             });
             retries += 1;
+            BackendMetrics::inc(&self.metrics.retries);
             tracing::debug!(backend = %self.name, retry = retries, ?wait, "retrying");
             tokio::time::sleep(wait).await;
         }
@@ -458,8 +466,12 @@ impl Upstream {
         let endpoint = busy.endpoint().clone();
         drop(busy);
         // The caller's deadline cut it: not the backend's fault (the ticket is dropped
-        // unsettled, like a cancellation).
-        if !matches!(error, Error::Timeout { deadline: true }) {
+        // unsettled, like a cancellation); counted as a timeout all the same.
+        if matches!(error, Error::Timeout { deadline: true }) {
+            endpoint
+                .metrics()
+                .attempt(AttemptResult::Timeout, start.elapsed());
+        } else {
             self.settle(&endpoint, ticket, Outcome::of(&error), start);
         }
         Attempt::Failed {
@@ -483,6 +495,23 @@ impl Upstream {
         }
         self.balancer.observe(endpoint, outcome.server_fault(), now);
         endpoint.sample(outcome.server_fault(), now - start, now);
+        let counted = match outcome {
+            Outcome::Status(s) => AttemptResult::Status(s),
+            Outcome::Connect => AttemptResult::Connect,
+            Outcome::Timeout => AttemptResult::Timeout,
+            Outcome::Reset => AttemptResult::Reset,
+        };
+        endpoint.metrics().attempt(counted, now - start);
+    }
+
+    /// The backend's call counters.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
+    }
+
+    /// Each instance: its URL, counters and breaker.
+    pub fn instances(&self) -> Vec<Arc<Endpoint>> {
+        self.balancer.endpoints().to_vec()
     }
 
     /// An attempt that, without an answer after `after`, gets a twin on another
@@ -508,6 +537,7 @@ impl Upstream {
         }
         let now = Instant::now();
         if !self.budget.as_ref().is_some_and(|b| b.try_retry(now)) {
+            BackendMetrics::inc(&self.metrics.budget_exhausted);
             return first.await;
         }
         let Ok((other, ticket)) = self.balancer.pick(Some(&endpoint), now) else {
@@ -516,6 +546,7 @@ impl Upstream {
         let Some(req) = replay.next() else {
             return first.await;
         };
+        BackendMetrics::inc(&self.metrics.hedges);
         tracing::debug!(backend = %self.name, instance = other.url(), "hedging");
         let second = self.attempt(other, ticket, req, deadline);
         tokio::pin!(second);

@@ -18,6 +18,7 @@ mod pool;
 pub mod retry;
 mod window;
 
+pub use balance::Endpoint;
 pub use breaker::State as BreakerState;
 pub use client::{BackendStatus, Call, Error, InFlight, InstanceStatus, Upstream};
 pub use pool::{Pool, PooledBody};
