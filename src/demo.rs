@@ -360,6 +360,7 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
         out.push_str(&format!(
             "  # admin: the route table\n  curl -s http://{a}/routes\n\n  \
              # admin: backends with their instances, health, breakers and recent latency\n  curl -s http://{a}/backends\n\n  \
+             # admin: the dependency map (teams, routes, backends, breakers, unprotected calls) and the Prometheus metrics\n  curl -s http://{a}/topology\n  curl -s http://{a}/metrics\n\n  \
              # admin: the cache's entries, bytes, hits and misses; then drop everything under /mobile\n  curl -s http://{a}/cache\n  curl -s -X POST -d '{{\"prefix\": \"/mobile\"}}' http://{a}/cache/purge\n\n"
         ));
     }
