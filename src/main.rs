@@ -60,6 +60,15 @@ enum Command {
     },
     /// Print the JSON Schema of `gateway.yaml` and `routes/<team>.yaml`.
     Schema,
+    /// GET an `http://` URL and exit 0 on a 2xx answer, 1 otherwise: a health check for
+    /// images without a shell or curl (the Dockerfile's HEALTHCHECK).
+    Probe {
+        /// The URL, like http://127.0.0.1:9901/health.
+        url: String,
+        /// Bearer token (the admin token), also read from PORTICO_ADMIN_TOKEN.
+        #[arg(long, env = "PORTICO_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 const INVALID_CONFIG: u8 = 1;
@@ -121,6 +130,13 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => demo::run(listen, admin_listen),
+        Command::Probe { url, token } => match probe(&url, token.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("portico probe: {why}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -135,6 +151,40 @@ fn load(dir: &Path) -> Result<Config, ExitCode> {
         eprintln!("{w}");
     }
     Ok(cfg)
+}
+
+/// One plain HTTP/1.1 GET, answered 2xx within 2 s.
+fn probe(url: &str, token: Option<&str>) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("only http:// URLs are probed")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let wait = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait)
+        .map_err(|e| format!("{authority}: {e}"))?;
+    stream
+        .set_read_timeout(Some(wait))
+        .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: {authority}\r\n{auth}connection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).map_err(|e| e.to_string())?;
+    let status = std::str::from_utf8(&head[9..12]).unwrap_or("???");
+    if head.starts_with(b"HTTP/1.") && status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
+    }
 }
 
 fn summary(cfg: &Config) -> String {
