@@ -333,6 +333,10 @@ fn instructions(addr: SocketAddr, admin: Option<SocketAddr>, token: &str) -> Str
             ),
         ),
         (
+            "mobile: the team's OpenAPI 3.1 document, generated from routes/mobile.yaml",
+            format!("curl -s {base}/mobile/openapi.json"),
+        ),
+        (
             "partner: create a payment with the partner's API key",
             format!(
                 "curl -s -X POST -H 'x-api-key: {DEMO_API_KEY}' -H 'content-type: application/json' -d '{{\"amount\": 12.5}}' {base}/partner/payments"

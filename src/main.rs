@@ -60,6 +60,16 @@ enum Command {
     },
     /// Print the JSON Schema of `gateway.yaml` and `routes/<team>.yaml`.
     Schema,
+    /// Write the OpenAPI 3.1 documents: one per team (`TEAM.json`, from its route file)
+    /// and the admin API's (`admin.yaml`).
+    Openapi {
+        /// The configuration directory.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to write them.
+        #[arg(long, default_value = "openapi")]
+        out: PathBuf,
+    },
     /// GET an `http://` URL and exit 0 on a 2xx answer, 1 otherwise: a health check for
     /// images without a shell or curl (the Dockerfile's HEALTHCHECK).
     Probe {
@@ -130,6 +140,19 @@ fn main() -> ExitCode {
             listen,
             admin_listen,
         } => demo::run(listen, admin_listen),
+        Command::Openapi { config, out } => match load(&config) {
+            Ok(cfg) => match write_openapi(&cfg, &out) {
+                Ok(n) => {
+                    println!("{}: wrote {n} documents", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("portico openapi: {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
         Command::Probe { url, token } => match probe(&url, token.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
@@ -151,6 +174,19 @@ fn load(dir: &Path) -> Result<Config, ExitCode> {
         eprintln!("{w}");
     }
     Ok(cfg)
+}
+
+/// `TEAM.json` per team and `admin.yaml` into `out`; returns how many.
+fn write_openapi(cfg: &Config, out: &Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(out)?;
+    for (i, team) in cfg.teams.iter().enumerate() {
+        let doc = gateway::openapi::team_document(cfg, config::TeamId(i));
+        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        text.push('\n');
+        std::fs::write(out.join(format!("{}.json", team.name)), text)?;
+    }
+    std::fs::write(out.join("admin.yaml"), gateway::openapi::ADMIN)?;
+    Ok(cfg.teams.len() + 1)
 }
 
 /// One plain HTTP/1.1 GET, answered 2xx within 2 s.

@@ -22,6 +22,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod extend;
+pub mod openapi;
 pub mod proxy;
 pub mod query;
 pub mod rate_limit;

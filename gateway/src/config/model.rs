@@ -600,4 +600,6 @@ pub struct Static {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// The body is the file's OpenAPI document, filled in once the config is resolved.
+    pub openapi: bool,
 }

@@ -33,6 +33,10 @@ pub struct RoutesFile {
     /// GraphQL endpoint of this file.
     #[serde(default)]
     pub graphql: Option<serde_json::Value>,
+    /// Serve this file's OpenAPI 3.1 document at `<prefix>/openapi.json` (a GET route of
+    /// the file, id `TEAM-openapi`, with the file's auth).
+    #[serde(default)]
+    pub openapi: bool,
     /// Options of the `mobile` BFF module.
     #[serde(default)]
     pub mobile: Option<serde_json::Value>,

@@ -59,6 +59,21 @@ pub fn load_with(
     {
         config.warnings = r.warnings;
         config.hash = sources_hash(sources);
+        let documents: Vec<(usize, Vec<u8>)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(&r.handler, Handler::Static(s) if s.openapi))
+            .map(|(i, r)| {
+                let doc = crate::openapi::team_document(&config, r.team);
+                (i, serde_json::to_vec_pretty(&doc).unwrap_or_default())
+            })
+            .collect();
+        for (i, body) in documents {
+            if let Handler::Static(s) = &mut config.routes[i].handler {
+                s.body = body.into();
+            }
+        }
         return Ok(config);
     }
     Err(Error {

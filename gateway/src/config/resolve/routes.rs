@@ -126,8 +126,14 @@ impl Resolver<'_> {
             {
                 list.push(("graphql".to_string(), std::borrow::Cow::Owned(r)));
             }
+            if f.openapi {
+                list.push((
+                    "openapi".to_string(),
+                    std::borrow::Cow::Owned(openapi_route(f)),
+                ));
+            }
             for (key, r) in list {
-                let Some(route) = self.route(
+                let Some(mut route) = self.route(
                     file,
                     &key,
                     &r,
@@ -146,6 +152,11 @@ impl Resolver<'_> {
                         format!("route id `{}` is already used at {other}", route.id),
                     ));
                     continue;
+                }
+                if key == "openapi"
+                    && let Handler::Static(s) = &mut route.handler
+                {
+                    s.openapi = true;
                 }
                 ids.insert(route.id.clone(), place(file, &format!("{key}.id")));
                 origins.push((place(file, &key), file, key));
@@ -879,6 +890,7 @@ impl Resolver<'_> {
             status: status?,
             headers,
             body,
+            openapi: false,
         }))
     }
 }
@@ -895,4 +907,33 @@ fn check_prefix(prefix: &str) -> Result<String, String> {
         return Err(format!("prefix `{prefix}` must not end with `/`"));
     }
     Ok(prefix.to_string())
+}
+
+/// The route that serves a file's OpenAPI document (`openapi: true`): GET
+/// `<prefix>/openapi.json`, a static answer whose body is filled in after resolution.
+fn openapi_route(f: &RoutesFile) -> raw::Route {
+    raw::Route {
+        id: format!("{}-openapi", f.team),
+        path: "/openapi.json".into(),
+        methods: Some(vec!["GET".into()]),
+        timeout: None,
+        cache: None,
+        auth: None,
+        require: None,
+        rate_limit: None,
+        proxy: None,
+        aggregate: None,
+        split: None,
+        shadow: None,
+        static_: Some(raw::Static {
+            status: 200,
+            headers: std::collections::BTreeMap::from([(
+                "content-type".to_string(),
+                "application/json".to_string(),
+            )]),
+            body: Some(serde_json::json!({})),
+        }),
+        handler: None,
+        graphql: None,
+    }
 }
