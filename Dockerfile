@@ -15,9 +15,11 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY gateway gateway
 COPY bffs bffs
-# The demo embeds the repository's own configuration.
+# The demo embeds the repository's own configuration; the binary, the admin API's
+# OpenAPI document.
 COPY gateway.yaml gateway.yaml
 COPY routes routes
+COPY openapi openapi
 RUN cargo build --release --locked --bin portico
 
 FROM gcr.io/distroless/cc-debian12:nonroot
