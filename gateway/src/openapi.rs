@@ -29,16 +29,15 @@ pub fn team_document(config: &Config, team: TeamId) -> Value {
                 .map(|m| m.to_string())
                 .collect(),
         };
-        let entry = paths
-            .entry(path)
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut entry = entry;
+        // Two routes may share a path with different methods.
+        let mut entry = match paths.remove(&path) {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
         for m in &methods {
-            // HEAD is implied by GET in OpenAPI.
-            if m == "head" && methods.iter().any(|g| g == "get") {
+            // HEAD is implied by GET; methods OpenAPI has no key for are left out.
+            let implied = m == "head" && methods.iter().any(|g| g == "get");
+            if implied || !OPERATIONS.contains(&m.as_str()) {
                 continue;
             }
             let operation_id = if methods.len() == 1 {
@@ -51,7 +50,6 @@ pub fn team_document(config: &Config, team: TeamId) -> Value {
                 operation(config, r, operation_id, &params, m, &mut schemes),
             );
         }
-        let (path, _) = openapi_path(r.pattern.as_str());
         paths.insert(path, Value::Object(entry));
     }
     let mut components = json!({
@@ -75,6 +73,11 @@ pub fn team_document(config: &Config, team: TeamId) -> Value {
         "components": components,
     })
 }
+
+/// The methods a path item may have operations for.
+const OPERATIONS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// `/web/orders/{id}` stays; `{*rest}` becomes `{rest}`. With the parameters.
 fn openapi_path(pattern: &str) -> (String, Vec<(String, bool)>) {
@@ -171,17 +174,13 @@ fn operation(
             );
         }
     }
-    let mut problem = |code: &str, name: &str| {
-        responses.insert(
-            code.into(),
-            json!({"$ref": format!("#/components/responses/{name}")}),
-        );
-    };
+    // The problem answers the gateway itself may give for this route.
+    let mut problems: Vec<(&str, &str)> = Vec::new();
     if let RouteAuth::Provider(p) = r.auth {
         let provider = &config.auth[p.0];
-        problem("401", "Unauthenticated");
+        problems.push(("401", "Unauthenticated"));
         if r.require.is_some() {
-            problem("403", "Forbidden");
+            problems.push(("403", "Forbidden"));
         }
         let scheme = match &provider.kind {
             AuthKind::Jwt(_) => json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}),
@@ -193,25 +192,25 @@ fn operation(
         let scopes: Vec<&String> = r.require.iter().flat_map(|q| &q.scopes).collect();
         op["security"] = json!([{ provider.name.clone(): scopes }]);
     }
-    let mut problem = |code: &str, name: &str| {
-        op["responses"][code] = json!({"$ref": format!("#/components/responses/{name}")});
-    };
     if matches!(method, "post" | "put" | "patch") {
-        problem("413", "PayloadTooLarge");
+        problems.push(("413", "PayloadTooLarge"));
     }
     if !r.rate_limits.is_empty() {
-        problem("429", "RateLimited");
+        problems.push(("429", "RateLimited"));
     }
     if !backends.is_empty() {
-        problem("502", "UpstreamUnavailable");
+        problems.push(("502", "UpstreamUnavailable"));
         let guarded = r.handler.backends().iter().any(|b| {
             let b = &config.backends[b.0];
             b.breaker.is_some() || b.max_concurrency.is_some() || b.fault.is_some()
         });
         if guarded {
-            problem("503", "Unavailable");
+            problems.push(("503", "Unavailable"));
         }
-        problem("504", "Timeout");
+        problems.push(("504", "Timeout"));
+    }
+    for (code, name) in problems {
+        op["responses"][code] = json!({"$ref": format!("#/components/responses/{name}")});
     }
     op
 }
