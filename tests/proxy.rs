@@ -371,6 +371,10 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
             .header("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.secret-token")
             .header("cookie", "session=cookie-secret")
             .header("x-request-id", "log-me-1")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
             .body(Full::default())
             .unwrap(),
     )
@@ -401,6 +405,11 @@ async fn access_log_has_one_line_per_request_and_no_secrets() {
     assert_eq!(entry["method"], "GET");
     assert_eq!(entry["path"], "/api/items/5");
     assert!(entry["duration_ms"].is_number());
+    // The trace continues; the gateway's own span id is logged (its backends' parent).
+    assert_eq!(entry["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let span = entry["span_id"].as_str().unwrap();
+    assert_eq!(span.len(), 16);
+    assert!(span.bytes().all(|b| b.is_ascii_hexdigit()) && span != "00f067aa0ba902b7");
     let all = gw.logs();
     for secret in ["topsecretkey", "secret-token", "cookie-secret"] {
         assert!(!all.contains(secret), "{secret} was logged");

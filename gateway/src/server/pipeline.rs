@@ -130,6 +130,11 @@ async fn handle_inner(
     }
     let snapshot = gateway.snapshot();
     let (traceparent, trace_id) = edge::traceparent(req.headers());
+    // The gateway's own span: the parent id its backends see (`00-TRACE-SPAN-FLAGS`).
+    let mut span_id = [b'-'; 16];
+    if let Some(own) = traceparent.as_bytes().get(36..52) {
+        span_id.copy_from_slice(own);
+    }
     let method = req.method().clone();
     let log_path = snapshot
         .edge
@@ -190,6 +195,7 @@ async fn handle_inner(
             duration_ms = start.elapsed().as_secs_f64() * 1000.0,
             request_id = request_id.to_str().unwrap_or_default(),
             trace_id = std::str::from_utf8(&trace_id).unwrap_or_default(),
+            span_id = std::str::from_utf8(&span_id).unwrap_or_default(),
             client_ip = %client,
             "request"
         );

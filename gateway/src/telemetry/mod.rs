@@ -2,7 +2,8 @@
 //!
 //! The access log is one `portico::access` event per request, written by the pipeline.
 //! It records method, path (never the query, which may hold keys), route, team,
-//! backend, status, duration, request id, trace id and client address, and never any
+//! backend, status, duration, request id, trace id, the gateway's span id (the parent id
+//! its backends see) and client address, and never any
 //! header value: no tokens, cookies or API keys.
 
 use tracing_subscriber::EnvFilter;
