@@ -4,8 +4,11 @@
 # /etc/portico (gateway.yaml and routes/); file changes there reload it.
 #
 #   docker build -t portico .
-#   docker run -p 8080:8080 -p 9901:9901 -v "$PWD:/etc/portico:ro" portico \
-#       serve --config /etc/portico --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9901
+#   docker run -p 8080:8080 -v "$PWD:/etc/portico:ro" portico
+#
+# The mounted gateway.yaml decides the listeners: `server.listen: 0.0.0.0:8080` to be
+# reachable, and `admin.listen` (0.0.0.0:9901 for the health check and probes; set
+# `admin.token`, and do not publish the port) or no admin listener at all.
 #
 # tests/container.rs runs this file's build steps outside a container and checks the rest.
 
@@ -29,4 +32,4 @@ EXPOSE 8080 9901
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/portico", "probe", "http://127.0.0.1:9901/health"]
 ENTRYPOINT ["/usr/local/bin/portico"]
-CMD ["serve", "--config", "/etc/portico", "--listen", "0.0.0.0:8080", "--admin-listen", "0.0.0.0:9901"]
+CMD ["serve", "--config", "/etc/portico"]

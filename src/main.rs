@@ -90,8 +90,8 @@ fn main() -> ExitCode {
             config,
             listen,
             admin_listen,
-        } => match load(&config) {
-            Ok(cfg) => {
+        } => match (gateway::server::watch::stamp(&config), load(&config)) {
+            (baseline, Ok(cfg)) => {
                 let dir = config.clone();
                 let reloader: BeforeServe = Box::new(move |bound| {
                     // Reloads: `POST /reload`, SIGHUP, and any change of the files.
@@ -100,12 +100,16 @@ fn main() -> ExitCode {
                     gateway.set_reloader(Box::new(move || {
                         config::load_dir(&from, &bffs::extensions())
                     }));
-                    tokio::spawn(gateway::server::watch::watch(gateway.clone(), dir));
+                    tokio::spawn(gateway::server::watch::watch(
+                        gateway.clone(),
+                        dir,
+                        baseline,
+                    ));
                     tokio::spawn(gateway::server::watch::on_hangup(gateway));
                 });
                 serve(cfg, listen, admin_listen, Some(reloader))
             }
-            Err(code) => code,
+            (_, Err(code)) => code,
         },
         Command::Validate { config } => match load(&config) {
             Ok(cfg) => {
@@ -197,13 +201,33 @@ fn probe(url: &str, token: Option<&str>) -> Result<(), String> {
         .ok_or("only http:// URLs are probed")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .map_err(|e| format!("{authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority}: no address"))?;
+    if token.is_some_and(|t| t.bytes().any(|b| b.is_ascii_control())) {
+        return Err("the token has control characters".into());
+    }
+    let target = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     let wait = std::time::Duration::from_secs(2);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait)
+    // Every address the name has (`localhost` may be ::1 and 127.0.0.1).
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(target.as_str())
         .map_err(|e| format!("{authority}: {e}"))?;
+    let mut last = format!("{authority}: no address");
+    let mut stream = None;
+    for addr in addrs {
+        match std::net::TcpStream::connect_timeout(&addr, wait) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    let mut stream = stream.ok_or(last)?;
     stream
         .set_read_timeout(Some(wait))
         .map_err(|e| e.to_string())?;

@@ -292,3 +292,57 @@ async fn topology_maps_teams_routes_and_backends_with_live_state() {
     assert_eq!(b["protection"]["breaker"], true);
     assert_eq!(topo["config_hash"].as_str().unwrap().len(), 64);
 }
+
+#[tokio::test]
+async fn a_reload_rotates_the_admin_token_and_names_what_needs_a_restart() {
+    let backend = Recorder::json(json!({"ok": true})).await;
+    let gateway = |token: &str, grace: &str| {
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: {grace}\nadmin:\n  listen: 127.0.0.1:0\n  token: \"{token}\"\nbackends:\n  b:\n    url: {}\n",
+            backend.url()
+        )
+    };
+    let old = "old-admin-token-0123456789";
+    let new = "new-admin-token-9876543210";
+    // A token from a secret file with a trailing newline still works.
+    let config = ConfigDir::new(
+        &gateway(&format!("{old}\\n"), "5s"),
+        &[("b.yaml", &team_b(""))],
+    );
+    let dir = config.path().to_path_buf();
+    let gw = Gateway::serve(config);
+    let admin = |token: &str, method: http::Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(gw.admin_url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(
+        send(&client(), admin(old, http::Method::GET, "/routes"))
+            .await
+            .status,
+        200
+    );
+    std::fs::write(dir.join("gateway.yaml"), gateway(new, "7s")).unwrap();
+    let reloaded = send(&client(), admin(old, http::Method::POST, "/reload")).await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    assert_eq!(
+        reloaded.json()["restart_required"],
+        json!(["server.shutdown_grace"])
+    );
+    assert_eq!(
+        send(&client(), admin(new, http::Method::GET, "/routes"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&client(), admin(old, http::Method::GET, "/routes"))
+            .await
+            .status,
+        401
+    );
+    assert!(gw.logs().contains("takes effect only after a restart"));
+}

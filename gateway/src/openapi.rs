@@ -65,8 +65,8 @@ pub fn team_document(config: &Config, team: TeamId) -> Value {
             "title": format!("{} API", t.name),
             "version": "1.0.0",
             "description": format!(
-                "The routes of team `{}` ({}, prefix `{}`), as served by Portico. Generated from the route file: do not edit.",
-                t.name, t.file, t.prefix
+                "The routes of team `{}` (prefix `{}`), as served by Portico. Generated from the team's route file: do not edit.",
+                t.name, t.prefix
             ),
         },
         "paths": paths,
@@ -114,9 +114,15 @@ fn operation(
         .iter()
         .map(|b| config.backends[b.0].name.as_str())
         .collect();
+    // Backend names are the system's inside: not for a published document.
     let summary = match &r.handler {
-        Handler::Static(_) => "a fixed answer from the gateway".to_string(),
-        h => format!("{} → {}", h.kind(), backends.join(", ")),
+        Handler::Static(_) => "a fixed answer from the gateway",
+        Handler::Proxy(_) | Handler::Split(_) => "passed to a backend",
+        Handler::Extension(plan) if plan.kind() == "aggregate" => {
+            "several backend calls, one answer"
+        }
+        Handler::Extension(plan) if plan.kind() == "graphql" => "GraphQL over HTTP",
+        Handler::Extension(_) => "answered by a BFF module",
     };
     let mut op = json!({
         "operationId": operation_id,

@@ -69,7 +69,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
+    // The live config's token (a reload may rotate it); a config without an `admin`
+    // block keeps the token the listener started with, so it never opens up.
+    let live = state
+        .gateway
+        .snapshot()
+        .config
+        .admin
+        .as_ref()
+        .map(|a| a.token.clone().map(Arc::<str>::from));
+    let token = live.unwrap_or_else(|| state.token.clone());
+    if let Some(token) = &token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -169,12 +179,13 @@ async fn active_config(State(state): State<AdminState>) -> impl IntoResponse {
 /// every error when it was refused (the running one keeps serving).
 async fn reload(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     match state.gateway.reload().await {
-        Ok(Some(snapshot)) => {
+        Ok(Some((snapshot, restart))) => {
             tracing::info!(target: "portico::admin", routes = snapshot.config.routes.len(), "configuration reloaded");
             axum::Json(json!({
                 "status": "reloaded",
                 "routes": snapshot.config.routes.len(),
                 "backends": snapshot.config.backends.len(),
+                "restart_required": restart,
             }))
             .into_response()
         }

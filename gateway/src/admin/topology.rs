@@ -191,8 +191,26 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Keys whose values are secrets wherever they appear in the files.
-const SECRET_KEYS: [&str; 5] = ["secret", "token", "sha256", "password", "pem"];
+/// Parts of key names whose values are secrets wherever they appear in the files
+/// (`secret`, `client_secret`, `token`, `sha256`, `password`, `pem`, `api_key`, ...).
+const SECRET_KEYS: [&str; 7] = [
+    "secret",
+    "token",
+    "sha256",
+    "password",
+    "passwd",
+    "pem",
+    "credential",
+];
+
+/// Whether a key names a secret: one of [`SECRET_KEYS`] inside it, or an API key
+/// (`api_key`, `x_api_key`, `apikey`; not the `api_keys` provider block).
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEYS.iter().any(|s| key.contains(s))
+        || key.ends_with("api_key")
+        || key.contains("apikey")
+}
 
 /// The active configuration as loaded, secrets redacted, with its hash.
 pub(super) fn config(config: &Config, reloads: &crate::server::ReloadStats) -> Value {
@@ -226,7 +244,7 @@ fn redact(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, child) in map.iter_mut() {
-                if SECRET_KEYS.contains(&k.as_str()) && !child.is_null() {
+                if secret_key(k) && !child.is_null() {
                     *child = json!("<redacted>");
                 } else {
                     redact(child);
@@ -234,8 +252,45 @@ fn redact(v: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(s) => {
+            if let Some(clean) = redact_url(s) {
+                *s = clean;
+            }
+        }
         _ => {}
     }
+}
+
+/// A URL with credentials (`user:pass@`) or a query keeps neither.
+fn redact_url(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    if !scheme
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '+')
+    {
+        return None;
+    }
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, _)) => (b, true),
+        None => (rest, false),
+    };
+    let (authority, path) =
+        before_query.split_at(before_query.find('/').unwrap_or(before_query.len()));
+    let userinfo = authority.rsplit_once('@');
+    if userinfo.is_none() && !query {
+        return None;
+    }
+    let host = userinfo.map_or(authority, |(_, h)| h);
+    let mut out = format!("{scheme}://");
+    if userinfo.is_some() {
+        out.push_str("<redacted>@");
+    }
+    out.push_str(host);
+    out.push_str(path);
+    if query {
+        out.push_str("?<redacted>");
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -246,15 +301,21 @@ mod tests {
     fn secrets_are_redacted_at_any_depth() {
         let mut v = json!({
             "admin": {"token": "t0p"},
+            "options": {"client_secret": "cs1", "Upstream_API_Key": "ak1"},
+            "jwks": "https://user:pw1@id.example/keys?sig=qs1",
             "auth": {"a": {"jwt": {"keys": [{"kid": "k", "secret": "s3cret"}]}},
                      "b": {"api_keys": {"keys": [{"id": "acme", "sha256": "abcd"}]}}},
             "other": {"url": "http://x"},
         });
         redact(&mut v);
         let text = v.to_string();
-        for secret in ["t0p", "s3cret", "abcd"] {
+        for secret in ["t0p", "s3cret", "abcd", "cs1", "ak1", "pw1", "qs1"] {
             assert!(!text.contains(secret), "{text}");
         }
         assert!(text.contains("acme") && text.contains("http://x"));
+        assert!(
+            text.contains("https://<redacted>@id.example/keys?<redacted>"),
+            "{text}"
+        );
     }
 }

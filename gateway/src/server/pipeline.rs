@@ -90,6 +90,9 @@ struct Outcome {
     cache_status: Option<HeaderValue>,
     /// The route's counters.
     metrics: Option<Arc<RouteMetrics>>,
+    /// The route's handler is the gateway's (aggregate, GraphQL, modules): its
+    /// `Portico-Partial` is its own, not a backend's.
+    extension: bool,
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -202,7 +205,8 @@ async fn handle_inner(
     }
     let counters = outcome.metrics.as_deref().unwrap_or(&snapshot.unmatched);
     counters.answered(&method, res.status().as_u16(), start.elapsed());
-    if let Some(failed) = res.headers().get(&cache::PARTIAL)
+    if outcome.extension
+        && let Some(failed) = res.headers().get(&cache::PARTIAL)
         && let Ok(calls) = failed.to_str()
     {
         counters.partial(calls);
@@ -288,6 +292,7 @@ async fn route(
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
     outcome.metrics = Some(entry.metrics.clone());
+    outcome.extension = matches!(entry.handler, RouteHandler::Extension(_));
     if entry.cache.is_some() {
         // Until the cache stage decides otherwise (a refusal before it stays "bypass").
         outcome.cache_status = Some(HeaderValue::from_static("portico; fwd=bypass"));

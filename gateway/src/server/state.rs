@@ -272,6 +272,35 @@ impl Snapshot {
     }
 }
 
+/// Settings read once at start (the listeners are bound, the runtime built, the logger
+/// installed): a reload that changes them says so instead of pretending.
+fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.raw.gateway, &new.raw.gateway);
+    let mut out = Vec::new();
+    if o.server.listen != n.server.listen {
+        out.push("server.listen");
+    }
+    if json_text(&o.server.tls) != json_text(&n.server.tls) {
+        out.push("server.tls");
+    }
+    if o.server.workers != n.server.workers {
+        out.push("server.workers");
+    }
+    if o.server.max_header_bytes != n.server.max_header_bytes {
+        out.push("server.max_header_bytes");
+    }
+    if o.server.shutdown_grace != n.server.shutdown_grace {
+        out.push("server.shutdown_grace");
+    }
+    if o.admin.as_ref().map(|a| &a.listen) != n.admin.as_ref().map(|a| &a.listen) {
+        out.push("admin.listen");
+    }
+    if json_text(&o.telemetry.log_format) != json_text(&n.telemetry.log_format) {
+        out.push("telemetry.log_format");
+    }
+    out
+}
+
 /// A fingerprint per route of everything that shapes its answers: its definition, its
 /// file's settings (auth, prefix, module, ...), the backends it calls and its provider.
 fn cache_generations(config: &Config) -> HashMap<String, u64> {
@@ -408,22 +437,38 @@ impl Gateway {
     /// Reads, checks and swaps in the configuration again: `Ok(None)` when this gateway
     /// has no way to (the demo's built-in files), `Err` with every error when the new
     /// configuration is refused (the running one stays).
-    pub async fn reload(self: &Arc<Self>) -> Result<Option<Arc<Snapshot>>, config::Error> {
+    /// On success: the new snapshot, and the settings that changed but only take effect
+    /// after a restart (listeners, TLS, workers, log format, head-size cap, drain time).
+    pub async fn reload(
+        self: &Arc<Self>,
+    ) -> Result<Option<(Arc<Snapshot>, Vec<&'static str>)>, config::Error> {
         let _one = self.reloading.lock().await;
         if self.reloader.get().is_none() {
             return Ok(None);
         }
         let this = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || this.reloader.get().map(|r| r()))
-            .await
-            .ok()
-            .flatten();
+        let loaded =
+            match tokio::task::spawn_blocking(move || this.reloader.get().map(|r| r())).await {
+                Ok(loaded) => loaded,
+                Err(_) => Some(Err(config::Error {
+                    diagnostics: vec![config::Diagnostic {
+                        file: String::new(),
+                        line: 0,
+                        key: String::new(),
+                        message: "reading the configuration failed unexpectedly".into(),
+                    }],
+                })),
+            };
         let errors = |e: &config::Error| -> Vec<String> {
             e.diagnostics.iter().map(ToString::to_string).collect()
         };
         match loaded {
             Some(Ok(config)) => {
                 let hash = config.hash.clone();
+                let restart = restart_required(&self.snapshot().config, &config);
+                for setting in &restart {
+                    tracing::warn!(target: "portico::reload", setting, "changed, but takes effect only after a restart");
+                }
                 self.swap(config);
                 self.reloads.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.reloads
@@ -432,7 +477,7 @@ impl Gateway {
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
                 tracing::info!(target: "portico::reload", hash = %hash, "configuration reloaded");
-                Ok(Some(self.snapshot()))
+                Ok(Some((self.snapshot(), restart)))
             }
             Some(Err(e)) => {
                 self.reloads.failed.fetch_add(1, Ordering::Relaxed);

@@ -17,9 +17,11 @@ pub const POLL: Duration = Duration::from_secs(1);
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// What the files look like: each file's path, length and modification time.
-type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
+pub type Stamp = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
-fn stamp(dir: &Path) -> Stamp {
+/// The files' stamp now. Take it before loading the configuration and hand it to
+/// [`watch`], so a change made while the gateway starts is not missed.
+pub fn stamp(dir: &Path) -> Stamp {
     let mut out = Vec::new();
     let mut add = |path: PathBuf| {
         // `metadata` follows symlinks: a swapped ConfigMap link shows as a change.
@@ -32,17 +34,27 @@ fn stamp(dir: &Path) -> Stamp {
     add(dir.join("gateway.yaml"));
     if let Ok(entries) = std::fs::read_dir(dir.join("routes")) {
         for e in entries.flatten() {
-            add(e.path());
+            // Editors' swap and backup files are not configuration.
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dropping = name.starts_with('.')
+                || name.ends_with('~')
+                || [".swp", ".swx", ".tmp", ".bak"]
+                    .iter()
+                    .any(|s| name.ends_with(s));
+            if !dropping {
+                add(e.path());
+            }
         }
     }
     out.sort();
     out
 }
 
-/// Watches `dir` and reloads `gateway` after each settled change; runs until the task is
+/// Watches `dir` and reloads `gateway` after each settled change from `baseline` (the
+/// stamp of the files the running configuration was read from); runs until the task is
 /// dropped.
-pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf) {
-    let mut last = stamp(&dir);
+pub async fn watch(gateway: Arc<Gateway>, dir: PathBuf, baseline: Stamp) {
+    let mut last = baseline;
     loop {
         tokio::time::sleep(POLL).await;
         let mut now = stamp(&dir);

@@ -358,7 +358,8 @@ impl Resolver<'_> {
         }
         Some(Admin {
             listen,
-            token: a.token.clone(),
+            // A token read from a secret file often ends in a newline.
+            token: a.token.as_deref().map(|t| t.trim().to_string()),
         })
     }
 }
