@@ -56,18 +56,12 @@ request = function() return wrk.format("GET", "/p/delay/20") end
 LUA
 start "$UP_PORT" "$GW_PORT" /p/json
 
-ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s/,"",v); print v*1000 } }'; }
-run() { # URL [lua] → "req/s p50_ms p99_ms"
-    local out
-    out=$(taskset -c 0 wrk -t1 -c "$CONNS" -d "${DURATION}s" --latency ${2:+-s "$2"} "$1")
-    echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(ms "$(awk '/^ +50%/ {print $2}' <<<"$out")") $(ms "$(awk '/^ +99%/ {print $2}' <<<"$out")")"
-}
 for variant in fast 20ms; do
     url="http://127.0.0.1:$GW_PORT/agg/$variant"; [[ $variant == fast ]] && url+="/1"
-    run "$url" >/dev/null; run "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua" >/dev/null  # warm-up
+    measure "$url" >/dev/null; measure "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua" >/dev/null  # warm-up
     for r in $(seq "$ROUNDS"); do
-        if ((r % 2)); then a=$(run "$url"); s=$(run "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua")
-        else s=$(run "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua"); a=$(run "$url"); fi
+        if ((r % 2)); then a=$(measure "$url"); s=$(measure "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua")
+        else s=$(measure "http://127.0.0.1:$GW_PORT" "$WORK/$variant.lua"); a=$(measure "$url"); fi
         read -r a_rps a_p50 a_p99 <<<"$a"; read -r s_rps s_p50 s_p99 <<<"$s"
         python3 -c "
 a_rps, a50, a99, s_rps, s50, s99 = $a_rps, $a_p50, $a_p99, $s_rps, $s_p50, $s_p99

@@ -40,26 +40,18 @@ routes:
     path: "/p/{*rest}"
     proxy: { backend: up, path: "/{rest}" }
 YAML
-spawn 1 "$HARNESS/upstream/target/release/bench-upstream" "$UP_PORT" --threads 1
-RUST_LOG=warn spawn 1 "$ROOT/target/release/portico" serve --config "$WORK/config"
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/p/json" && break; sleep 0.1; done
+UP_CPU=1 start "$UP_PORT" "$GW_PORT" /p/json
 
-ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s/,"",v); print v*1000 } }'; }
-run() { # URL → "req/s p50_ms p99_ms"
-    local out
-    out=$(taskset -c 0 wrk -t1 -c "$CONNS" -d "${DURATION}s" --latency "$1")
-    echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(ms "$(awk '/^ +50%/ {print $2}' <<<"$out")") $(ms "$(awk '/^ +99%/ {print $2}' <<<"$out")")"
-}
 hits() { curl -s "http://127.0.0.1:$ADMIN_PORT/cache" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["hits"], d["misses"])'; }
 for variant in instant 5ms; do
     path=/orders/1; [[ $variant == 5ms ]] && path=/delay/5
     direct="http://127.0.0.1:$UP_PORT$path" cached="http://127.0.0.1:$GW_PORT/c$path" proxied="http://127.0.0.1:$GW_PORT/p$path"
     [[ $(curl -s -D - -o /dev/null "$cached" | tr -d '\r' | grep -i '^cache-status') ]] || { echo "no Cache-Status"; exit 1; }
-    DURATION=2 run "$direct" >/dev/null; DURATION=2 run "$cached" >/dev/null; DURATION=2 run "$proxied" >/dev/null  # warm-up
+    DURATION=2 measure "$direct" >/dev/null; DURATION=2 measure "$cached" >/dev/null; DURATION=2 measure "$proxied" >/dev/null  # warm-up
     for r in $(seq "$ROUNDS"); do
         order=(direct cached proxied); ((r % 2)) || order=(proxied cached direct)
         declare -A got=()
-        for t in "${order[@]}"; do got[$t]=$(run "${!t}"); done
+        for t in "${order[@]}"; do got[$t]=$(measure "${!t}"); done
         read -r d_rps d50 d99 <<<"${got[direct]}"; read -r c_rps c50 c99 <<<"${got[cached]}"; read -r p_rps p50 p99 <<<"${got[proxied]}"
         python3 -c "
 d, d50, d99, c, c50, c99, p, p50, p99 = $d_rps, $d50, $d99, $c_rps, $c50, $c99, $p_rps, $p50, $p99

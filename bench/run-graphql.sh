@@ -81,7 +81,6 @@ for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$GW_PORT/rest/ord
 answer=$(curl -s -H 'content-type: application/json' -d '{"query":"{ orders { id customer { name } } }"}' "http://127.0.0.1:$GW_PORT/graphql")
 python3 -c "import json,sys; d=json.loads(sys.argv[1]); assert len(d['data']['orders'])==20 and d['data']['orders'][0]['customer']['name'], d" "$answer"
 
-ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s/,"",v); print v*1000 } }'; }
 calls() { curl -s "http://127.0.0.1:$ADMIN_PORT/backends" | python3 -c 'import json,sys; b=json.load(sys.stdin); print(sum(i["requests"] for x in b["backends"] for i in x["instances"]))'; }
 run() { # variant → "req/s p50_ms p99_ms calls_per_request"
     local out url=http://127.0.0.1:$GW_PORT/graphql script=$WORK/$1.lua
@@ -89,7 +88,7 @@ run() { # variant → "req/s p50_ms p99_ms calls_per_request"
     sleep 10.5  # let the admin API's 10 s window empty
     out=$(taskset -c 0 wrk -t1 -c "$CONNS" -d "${DURATION}s" --latency ${script:+-s "$script"} "$url")
     local n; n=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "$(awk '/Requests\/sec/ {print $2}' <<<"$out") $(ms "$(awk '/^ +50%/ {print $2}' <<<"$out")") $(ms "$(awk '/^ +99%/ {print $2}' <<<"$out")") $(python3 -c "print($(calls) / $n)")"
+    echo "$(wrk_summary "$out") $(python3 -c "print($(calls) / $n)")"
 }
 variants=(batched per-item rest)
 for r in $(seq "$ROUNDS"); do

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::server::Gateway;
-use crate::telemetry::metrics::{Exposition, label};
+use crate::telemetry::metrics::{Exposition, instance_labels, label};
 use crate::upstream::BreakerState;
 
 /// The whole exposition.
@@ -51,11 +51,7 @@ pub(super) fn render(gateway: &Gateway) -> String {
                 BreakerState::HalfOpen => 1,
                 BreakerState::Open => 2,
             };
-            x.sample(
-                "portico_breaker_state",
-                &format!("backend=\"{}\",instance=\"{}\"", label(n), label(e.url())),
-                v,
-            );
+            x.sample("portico_breaker_state", &instance_labels(n, e.url()), v);
         }
     }
     x.family(
@@ -68,11 +64,7 @@ pub(super) fn render(gateway: &Gateway) -> String {
             for (to, count) in ["closed", "open", "half_open"].iter().zip(b.transitions()) {
                 x.sample(
                     "portico_breaker_transitions_total",
-                    &format!(
-                        "backend=\"{}\",instance=\"{}\",to=\"{to}\"",
-                        label(n),
-                        label(e.url())
-                    ),
+                    &format!("{},to=\"{to}\"", instance_labels(n, e.url())),
                     count,
                 );
             }

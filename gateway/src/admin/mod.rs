@@ -282,16 +282,7 @@ async fn backends(State(state): State<AdminState>) -> impl IntoResponse {
 /// One backend's live state: its instances with health, breaker, in-flight count and
 /// the last 10 s of error rate and latency.
 pub fn backend_json(b: &crate::upstream::BackendStatus) -> serde_json::Value {
-    use crate::upstream::BreakerState;
-    let states: Vec<BreakerState> = b.instances.iter().map(|i| i.breaker).collect();
-    // The backend is open only when no instance takes requests.
-    let breaker = if states.contains(&BreakerState::Closed) {
-        BreakerState::Closed
-    } else if states.contains(&BreakerState::HalfOpen) {
-        BreakerState::HalfOpen
-    } else {
-        BreakerState::Open
-    };
+    let breaker = b.breaker();
     json!({
         "name": b.name,
         "balance": match b.balance {

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, Handler, Route};
 use crate::server::Snapshot;
-use crate::upstream::BreakerState;
 
 /// The graph of the snapshot's configuration with live backend state.
 pub(super) fn topology(snapshot: &Snapshot) -> Value {
@@ -155,14 +154,7 @@ fn calls(r: &Route) -> Vec<Call> {
 fn live_numbers(
     s: &crate::upstream::BackendStatus,
 ) -> (&'static str, &'static str, f64, f64, usize) {
-    let states: Vec<BreakerState> = s.instances.iter().map(|i| i.breaker).collect();
-    let breaker = if states.contains(&BreakerState::Closed) {
-        BreakerState::Closed
-    } else if states.contains(&BreakerState::HalfOpen) {
-        BreakerState::HalfOpen
-    } else {
-        BreakerState::Open
-    };
+    let breaker = s.breaker();
     let health = if s.instances.iter().any(|i| i.health == "healthy") {
         "healthy"
     } else {

@@ -314,8 +314,8 @@ impl Cached {
         // What the backend will not see must not be part of the key, and what it sees
         // must be: hop-by-hop headers go now (the proxy would cut them anyway).
         let head = req.method() == Method::HEAD;
-        let raw_query = req.uri().query().map(str::to_string);
-        let authority = req.uri().authority().map(|a| a.as_str().to_string());
+        // (A URI clone shares its bytes.)
+        let uri = req.uri().clone();
         let h = req.headers_mut();
         strip_hop_by_hop(h, false);
         let doomed: Vec<HeaderName> = h
@@ -336,8 +336,7 @@ impl Cached {
         let no_store = headers.contains_key(http::header::CACHE_CONTROL)
             && Directives::parse(headers).no_store;
         let asked = Asked {
-            credentials: origin.identity.is_some()
-                || self.carriers.present(headers, raw_query.as_deref()),
+            credentials: origin.identity.is_some() || self.carriers.present(headers, uri.query()),
         };
         let identity: Vec<(HeaderName, HeaderValue)> = origin
             .identity
@@ -372,7 +371,7 @@ impl Cached {
                 let host = headers
                     .get(HOST)
                     .map(|v| v.as_bytes().to_vec())
-                    .or_else(|| authority.map(String::into_bytes))
+                    .or_else(|| uri.authority().map(|a| a.as_str().as_bytes().to_vec()))
                     .unwrap_or_default()
                     .to_ascii_lowercase();
                 push(&mut rest, &host);

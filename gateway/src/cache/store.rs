@@ -3,7 +3,7 @@
 //! paths unsafe requests invalidated; the calls in flight per key.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -168,6 +168,8 @@ pub struct Store {
     invalidated: moka::sync::Cache<Arc<str>, Instant>,
     any_invalidated: AtomicBool,
     flights: Mutex<HashMap<Key, watch::Receiver<()>>>,
+    /// Answers held: one more per insert, one less per removal of any cause.
+    answers: Arc<AtomicI64>,
     /// Hit and miss counts.
     pub stats: Stats,
 }
@@ -188,6 +190,8 @@ pub enum Purge {
     All,
     /// The entries of one route.
     Route(String),
+    /// The entries of these routes.
+    Routes(Vec<String>),
     /// Entries whose path is this path or lies below it.
     Prefix(String),
 }
@@ -197,6 +201,7 @@ impl Purge {
         match self {
             Purge::All => true,
             Purge::Route(id) => *key.route == **id,
+            Purge::Routes(ids) => ids.iter().any(|id| *key.route == **id),
             Purge::Prefix(p) => {
                 let path = &*key.path;
                 path == p
@@ -217,12 +222,19 @@ pub(super) enum Lookup {
 impl Store {
     /// An empty store within `settings`.
     pub fn new(settings: CacheSettings) -> Store {
+        let answers = Arc::new(AtomicI64::new(0));
+        let removed = answers.clone();
         let slots = moka::sync::Cache::builder()
             .max_capacity(settings.max_size)
             .weigher(|k: &Key, slot: &Slot| {
                 u32::try_from(k.weight() + slot.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(Lifetimes)
+            .eviction_listener(move |_, slot: Slot, _| {
+                if matches!(slot, Slot::Entry(_)) {
+                    removed.fetch_sub(1, Ordering::Relaxed);
+                }
+            })
             .build();
         let invalidated = moka::sync::Cache::builder()
             .max_capacity(100_000)
@@ -234,6 +246,7 @@ impl Store {
             invalidated,
             any_invalidated: AtomicBool::new(false),
             flights: Mutex::new(HashMap::new()),
+            answers,
             stats: Stats::default(),
         }
     }
@@ -260,14 +273,11 @@ impl Store {
         dropped
     }
 
-    /// Stored answers and the bytes of everything kept (after pending maintenance).
+    /// Stored answers and the bytes of everything kept (after pending maintenance, which
+    /// also tells the count of removals).
     pub fn usage(&self) -> (u64, u64) {
         self.slots.run_pending_tasks();
-        let answers = self
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Entry(_)))
-            .count() as u64;
+        let answers = u64::try_from(self.answers.load(Ordering::Relaxed)).unwrap_or(0);
         (answers, self.slots.weighted_size())
     }
 
@@ -328,6 +338,7 @@ impl Store {
         self.slots
             .insert(keyed.primary.clone(), Slot::Variants(Arc::new(variants)));
         self.slots.insert(full, Slot::Entry(entry.clone()));
+        self.answers.fetch_add(1, Ordering::Relaxed);
         self.stats.stored.fetch_add(1, Ordering::Relaxed);
         entry
     }

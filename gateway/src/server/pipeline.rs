@@ -680,10 +680,11 @@ impl Dispatch<'_> {
             self.conn,
             &req,
             self.request_id,
-            self.traceparent.clone(),
+            // The handler runs once per dispatch: what it needs moves on.
+            std::mem::replace(&mut self.traceparent, HeaderValue::from_static("")),
             self.edge,
             self.deadline,
-            self.identity.clone(),
+            self.identity.take(),
         );
         let (p, set_cookie) = match target {
             Target::Extension(handler) => {

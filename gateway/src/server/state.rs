@@ -349,13 +349,20 @@ fn cache_store(
     let Some(prev) = previous.filter(|p| p.cache.settings() == config.cache) else {
         return Arc::new(crate::cache::Store::new(config.cache));
     };
-    for old in prev.table.values() {
-        if let Some(c) = &old.cache
-            && generations.get(&*old.id) != Some(&c.generation)
-        {
-            prev.cache
-                .purge(&crate::cache::Purge::Route(old.id.to_string()));
-        }
+    // One pass over the store for every changed route.
+    let changed: Vec<String> = prev
+        .table
+        .values()
+        .iter()
+        .filter(|old| {
+            old.cache
+                .as_ref()
+                .is_some_and(|c| generations.get(&*old.id) != Some(&c.generation))
+        })
+        .map(|old| old.id.to_string())
+        .collect();
+    if !changed.is_empty() {
+        prev.cache.purge(&crate::cache::Purge::Routes(changed));
     }
     prev.cache.clone()
 }

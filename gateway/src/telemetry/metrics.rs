@@ -199,6 +199,16 @@ pub fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `route="…",team="…"`.
+pub fn route_labels(route: &str, team: &str) -> String {
+    format!("route=\"{}\",team=\"{}\"", label(route), label(team))
+}
+
+/// `backend="…",instance="…"`.
+pub fn instance_labels(backend: &str, url: &str) -> String {
+    format!("backend=\"{}\",instance=\"{}\"", label(backend), label(url))
+}
+
 /// Writes the metrics text. The caller passes the live parts.
 pub struct Exposition {
     out: String,
@@ -246,9 +256,8 @@ impl Exposition {
                     let n = m.requests[mi][ci].load(Ordering::Relaxed);
                     if n > 0 {
                         let labels = format!(
-                            "route=\"{}\",team=\"{}\",method=\"{method}\",status_class=\"{class}\"",
-                            label(route),
-                            label(team)
+                            "{},method=\"{method}\",status_class=\"{class}\"",
+                            route_labels(route, team)
                         );
                         self.sample("portico_requests_total", &labels, n);
                     }
@@ -261,7 +270,7 @@ impl Exposition {
             "Time from the request's arrival to its response head, by route.",
         );
         for (route, team, m) in routes {
-            let labels = format!("route=\"{}\",team=\"{}\"", label(route), label(team));
+            let labels = route_labels(route, team);
             m.duration
                 .render(&mut self.out, "portico_request_duration_seconds", &labels);
         }
@@ -271,7 +280,7 @@ impl Exposition {
             "Requests refused by a rate limit (429), by route.",
         );
         for (route, team, m) in routes {
-            let labels = format!("route=\"{}\",team=\"{}\"", label(route), label(team));
+            let labels = route_labels(route, team);
             self.sample(
                 "portico_rate_limited_total",
                 &labels,
@@ -287,11 +296,7 @@ impl Exposition {
             for (i, result) in ["hit", "stale", "miss", "bypass"].iter().enumerate() {
                 let n = m.cache[i].load(Ordering::Relaxed);
                 if n > 0 {
-                    let labels = format!(
-                        "route=\"{}\",team=\"{}\",result=\"{result}\"",
-                        label(route),
-                        label(team)
-                    );
+                    let labels = format!("{},result=\"{result}\"", route_labels(route, team));
                     self.sample("portico_cache_requests_total", &labels, n);
                 }
             }
@@ -304,12 +309,7 @@ impl Exposition {
         for (route, team, m) in routes {
             let list = m.partial.lock().map(|l| l.clone()).unwrap_or_default();
             for (call, n) in list {
-                let labels = format!(
-                    "route=\"{}\",team=\"{}\",call=\"{}\"",
-                    label(route),
-                    label(team),
-                    label(&call)
-                );
+                let labels = format!("{},call=\"{}\"", route_labels(route, team), label(&call));
                 self.sample("portico_partial_responses_total", &labels, n);
             }
         }
@@ -324,11 +324,7 @@ impl Exposition {
         );
         for (backend, url, m) in instances {
             for (i, outcome) in OUTCOMES.iter().enumerate() {
-                let labels = format!(
-                    "backend=\"{}\",instance=\"{}\",outcome=\"{outcome}\"",
-                    label(backend),
-                    label(url)
-                );
+                let labels = format!("{},outcome=\"{outcome}\"", instance_labels(backend, url));
                 self.sample(
                     "portico_backend_requests_total",
                     &labels,
@@ -346,7 +342,7 @@ impl Exposition {
                 .iter()
                 .map(|i| m.outcomes[*i].load(Ordering::Relaxed))
                 .sum();
-            let labels = format!("backend=\"{}\",instance=\"{}\"", label(backend), label(url));
+            let labels = instance_labels(backend, url);
             self.sample("portico_backend_errors_total", &labels, errors);
         }
         self.family(
@@ -355,7 +351,7 @@ impl Exposition {
             "Time of attempts to backend instances, up to the response head.",
         );
         for (backend, url, m) in instances {
-            let labels = format!("backend=\"{}\",instance=\"{}\"", label(backend), label(url));
+            let labels = instance_labels(backend, url);
             m.duration.render(
                 &mut self.out,
                 "portico_backend_request_duration_seconds",

@@ -232,6 +232,21 @@ pub struct BackendStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
+impl BackendStatus {
+    /// The backend's breaker as a whole: closed while any instance takes requests,
+    /// half-open while one probes, open only when none does.
+    pub fn breaker(&self) -> State {
+        let states = || self.instances.iter().map(|i| i.breaker);
+        if states().any(|s| s == State::Closed) {
+            State::Closed
+        } else if states().any(|s| s == State::HalfOpen) {
+            State::HalfOpen
+        } else {
+            State::Open
+        }
+    }
+}
+
 /// One instance's numbers for the admin API.
 #[derive(Debug, Clone)]
 pub struct InstanceStatus {

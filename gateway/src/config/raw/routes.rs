@@ -153,6 +153,30 @@ pub struct Route {
     pub graphql: Option<serde_json::Value>,
 }
 
+impl Route {
+    /// A route the gateway makes for a file (its GraphQL endpoint, its OpenAPI document):
+    /// only id, path and methods; the caller sets its handler.
+    pub fn generated(id: String, path: String, methods: &[&str]) -> Route {
+        Route {
+            id,
+            path,
+            methods: Some(methods.iter().map(|m| m.to_string()).collect()),
+            timeout: None,
+            cache: None,
+            auth: None,
+            require: None,
+            rate_limit: None,
+            proxy: None,
+            aggregate: None,
+            split: None,
+            shadow: None,
+            static_: None,
+            handler: None,
+            graphql: None,
+        }
+    }
+}
+
 /// The `proxy` handler.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -826,22 +826,11 @@ impl Resolver<'_> {
                 }
             },
         };
+        let id = text("id").map_or_else(|| format!("{}-graphql", f.team), str::to_string);
         Some(raw::Route {
-            id: text("id").map_or_else(|| format!("{}-graphql", f.team), str::to_string),
-            path: path.to_string(),
-            methods: Some(vec!["GET".into(), "POST".into()]),
             timeout,
-            cache: None,
-            auth: None,
-            require: None,
-            rate_limit: None,
-            proxy: None,
-            aggregate: None,
-            split: None,
-            shadow: None,
-            static_: None,
-            handler: None,
             graphql: Some(block.clone()),
+            ..raw::Route::generated(id, path.to_string(), &["GET", "POST"])
         })
     }
 
@@ -913,18 +902,6 @@ fn check_prefix(prefix: &str) -> Result<String, String> {
 /// `<prefix>/openapi.json`, a static answer whose body is filled in after resolution.
 fn openapi_route(f: &RoutesFile) -> raw::Route {
     raw::Route {
-        id: format!("{}-openapi", f.team),
-        path: "/openapi.json".into(),
-        methods: Some(vec!["GET".into()]),
-        timeout: None,
-        cache: None,
-        auth: None,
-        require: None,
-        rate_limit: None,
-        proxy: None,
-        aggregate: None,
-        split: None,
-        shadow: None,
         static_: Some(raw::Static {
             status: 200,
             headers: std::collections::BTreeMap::from([(
@@ -933,7 +910,10 @@ fn openapi_route(f: &RoutesFile) -> raw::Route {
             )]),
             body: Some(serde_json::json!({})),
         }),
-        handler: None,
-        graphql: None,
+        ..raw::Route::generated(
+            format!("{}-openapi", f.team),
+            "/openapi.json".into(),
+            &["GET"],
+        )
     }
 }
