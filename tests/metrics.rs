@@ -149,6 +149,7 @@ async fn every_family_appears_and_moves() {
         "portico_cache_stored_total",
         "portico_config_reloads_total",
         "portico_config_info",
+        "portico_trace_spans_total",
         "portico_draining",
     ] {
         assert!(

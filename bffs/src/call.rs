@@ -69,8 +69,8 @@ pub(crate) struct JsonRequest<'a> {
     pub(crate) target: &'a str,
     /// A JSON body.
     pub(crate) body: Option<Bytes>,
-    /// From [`backend_headers`].
-    pub(crate) headers: &'a HeaderMap,
+    /// Headers and trace of the request's backend calls.
+    pub(crate) outgoing: &'a Outgoing,
     pub(crate) deadline: Instant,
     /// Whether `deadline` is the call's own timeout (else the route's deadline).
     pub(crate) own_timeout: bool,
@@ -85,7 +85,7 @@ pub(crate) async fn json(upstream: &Upstream, req: JsonRequest<'_>) -> Result<Va
         method,
         target,
         body,
-        headers,
+        outgoing,
         deadline,
         own_timeout,
         label,
@@ -109,7 +109,7 @@ pub(crate) async fn json(upstream: &Upstream, req: JsonRequest<'_>) -> Result<Va
     let mut req = Request::new(UpstreamBody::full(body.unwrap_or_default()));
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
-    *req.headers_mut() = headers.clone();
+    *req.headers_mut() = outgoing.headers.clone();
     if has_body {
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -118,6 +118,7 @@ pub(crate) async fn json(upstream: &Upstream, req: JsonRequest<'_>) -> Result<Va
         deadline,
         idempotent: retry::idempotent(method, req.headers()),
         hedge: true,
+        trace: outgoing.trace.clone(),
     };
     let res = match upstream.call(req, call).await {
         Ok(res) => res,
@@ -183,6 +184,25 @@ pub(crate) async fn json(upstream: &Upstream, req: JsonRequest<'_>) -> Result<Va
     }
     serde_json::from_slice(&bytes)
         .map_err(|_| Failure::unavailable("INVALID_BODY", "the answer is not valid JSON"))
+}
+
+/// What every backend call of one request carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    /// From [`backend_headers`].
+    pub(crate) headers: HeaderMap,
+    /// The request's recorded span: each call's attempts are spans under it.
+    pub(crate) trace: Option<gateway::telemetry::trace::Trace>,
+}
+
+impl Outgoing {
+    /// The headers and trace of the backend calls made for a request.
+    pub(crate) fn of(client: &HeaderMap, ctx: &Context) -> Outgoing {
+        Outgoing {
+            headers: backend_headers(client, ctx),
+            trace: ctx.trace.clone(),
+        }
+    }
 }
 
 /// The headers every backend call of this request carries: `Accept`, the request id,

@@ -23,6 +23,7 @@ pub mod cors;
 pub mod error;
 pub mod extend;
 pub mod openapi;
+mod outbound;
 pub mod proxy;
 pub mod query;
 pub mod rate_limit;

@@ -11,13 +11,13 @@ use gateway::body::ResponseBody;
 use gateway::error::Problem;
 use gateway::extend::{Handler, HandlerRequest, Reply};
 use gateway::upstream::Upstream;
+use http::Response;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use http::{HeaderMap, Response};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::CallPlan;
-use crate::call::{self, Failure, backend_headers};
+use crate::call::{self, Failure, Outgoing};
 use crate::template::{Scope, render_body};
 
 /// A running `aggregate` route.
@@ -57,7 +57,7 @@ impl Aggregator {
         let (parts, _) = request.into_parts();
         let query = gateway::query::pairs(query.as_deref());
         let claims = context.identity.as_ref().map(|i| i.claims());
-        let headers = backend_headers(&parts.headers, &context);
+        let outgoing = Outgoing::of(&parts.headers, &context);
         let deadline = context.deadline;
         let n = self.calls.len();
         let mut done: Vec<Option<Done>> = vec![None; n];
@@ -96,7 +96,7 @@ impl Aggregator {
                     };
                     match self.prepare(i, &scope) {
                         Ok(requests) => {
-                            running.push(self.call(i, requests, headers.clone(), deadline))
+                            running.push(self.call(i, requests, outgoing.clone(), deadline))
                         }
                         Err(failure) => done[i] = Some(Done::Failed(failure)),
                     }
@@ -193,7 +193,7 @@ impl Aggregator {
         &self,
         i: usize,
         requests: Vec<(String, Option<Bytes>)>,
-        headers: HeaderMap,
+        outgoing: Outgoing,
         deadline: Instant,
     ) -> (usize, Done) {
         let c = &self.calls[i];
@@ -202,11 +202,10 @@ impl Aggregator {
             _ => (deadline, false),
         };
         let fans_out = c.path.fans_out() && !c.batch;
-        let results =
-            futures_util::future::join_all(requests.into_iter().map(|(target, body)| {
-                self.one(i, target, body, &headers, call_deadline, own_timeout)
-            }))
-            .await;
+        let results = futures_util::future::join_all(requests.into_iter().map(|(target, body)| {
+            self.one(i, target, body, &outgoing, call_deadline, own_timeout)
+        }))
+        .await;
         let mut raws = Vec::with_capacity(results.len());
         for r in results {
             match r {
@@ -249,7 +248,7 @@ impl Aggregator {
         i: usize,
         target: String,
         body: Option<Bytes>,
-        headers: &HeaderMap,
+        outgoing: &Outgoing,
         deadline: Instant,
         own_timeout: bool,
     ) -> Result<Value, Failure> {
@@ -258,7 +257,7 @@ impl Aggregator {
             method: &c.method,
             target: &target,
             body,
-            headers,
+            outgoing,
             deadline,
             own_timeout,
             label: &c.name,

@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::sdl::{ArgDef, FieldPlan, Model, Output, Rest, TypeDef};
-use crate::call::{self, Failure};
+use crate::call::{self, Failure, Outgoing};
 use crate::template::{Scope, render_body, text_of, walk};
 
 /// The error a resolver returns when it has reported its failure itself (dropped from
@@ -183,8 +183,8 @@ fn field(model: Arc<Model>, index: usize) -> Field {
 pub(super) struct Exec {
     pub(super) upstreams: Arc<Vec<Arc<Upstream>>>,
     pub(super) model: Arc<Model>,
-    /// The headers of every backend call.
-    pub(super) headers: HeaderMap,
+    /// The headers and trace of every backend call.
+    pub(super) outgoing: Outgoing,
     /// The client's headers (for `{header.x}`).
     pub(super) client: HeaderMap,
     pub(super) claims: Option<Map<String, Value>>,
@@ -215,7 +215,7 @@ impl Exec {
         mutation: bool,
         upstreams: Arc<Vec<Arc<Upstream>>>,
         model: Arc<Model>,
-        headers: HeaderMap,
+        outgoing: Outgoing,
         client: HeaderMap,
         claims: Option<Map<String, Value>>,
         deadline: Instant,
@@ -223,7 +223,7 @@ impl Exec {
         Arc::new_cyclic(|me| Self {
             upstreams,
             model,
-            headers,
+            outgoing,
             client,
             claims,
             deadline,
@@ -331,7 +331,7 @@ impl Exec {
             method: &rest.method,
             target,
             body,
-            headers: &self.headers,
+            outgoing: &self.outgoing,
             deadline,
             own_timeout,
             label: &plan.label,

@@ -252,7 +252,7 @@ pub(super) async fn serve(
     let run = Run {
         ep,
         upstreams,
-        headers: crate::call::backend_headers(&parts.headers, &context),
+        outgoing: crate::call::Outgoing::of(&parts.headers, &context),
         client: &parts.headers,
         claims: context.identity.as_ref().map(|i| i.claims().clone()),
         deadline: context.deadline,
@@ -272,7 +272,7 @@ pub(super) async fn serve(
 struct Run<'r> {
     ep: &'r Endpoint,
     upstreams: &'r Arc<Vec<Arc<Upstream>>>,
-    headers: http::HeaderMap,
+    outgoing: crate::call::Outgoing,
     client: &'r http::HeaderMap,
     claims: Option<Map<String, Value>>,
     deadline: tokio::time::Instant,
@@ -357,7 +357,7 @@ impl Run<'_> {
             mutation,
             self.upstreams.clone(),
             ep.model.clone(),
-            self.headers.clone(),
+            self.outgoing.clone(),
             self.client.clone(),
             self.claims.clone(),
             self.deadline,

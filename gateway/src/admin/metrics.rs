@@ -192,6 +192,23 @@ pub(super) fn render(gateway: &Gateway) -> String {
         1,
     );
     x.family(
+        "portico_trace_spans_total",
+        "counter",
+        "Spans by what became of them: exported to the OTLP endpoint, dropped (export queue full) or failed (the export was refused or broke).",
+    );
+    let spans = &snapshot.trace_stats;
+    for (result, n) in [
+        ("exported", &spans.exported),
+        ("dropped", &spans.dropped),
+        ("failed", &spans.failed),
+    ] {
+        x.sample(
+            "portico_trace_spans_total",
+            &format!("result=\"{result}\""),
+            n.load(Ordering::Relaxed),
+        );
+    }
+    x.family(
         "portico_draining",
         "gauge",
         "1 while the gateway drains on shutdown.",

@@ -8,8 +8,6 @@ use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -18,39 +16,18 @@ use crate::config::JwtKey;
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// An HTTP(S) client for one JWKS URL.
 #[derive(Debug)]
 pub(super) struct Fetcher {
     url: Uri,
-    client: Client<Https, Empty<Bytes>>,
+    client: Client<crate::outbound::Https, Empty<Bytes>>,
 }
 
 impl Fetcher {
     pub(super) fn new(url: Uri) -> Fetcher {
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-            .with_no_client_auth()
-        });
-        let connector = match tls {
-            Ok(config) => hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_or_http()
-                .enable_http1()
-                .build(),
-            // The ring provider always supports the default versions.
-            Err(e) => panic!("TLS client setup failed: {e}"),
-        };
         Fetcher {
             url,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: crate::outbound::client(),
         }
     }
 

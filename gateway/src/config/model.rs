@@ -98,6 +98,19 @@ pub struct Telemetry {
     pub log_format: LogFormat,
     /// One line per request.
     pub access_log: bool,
+    /// Share of new traces sampled (0.0–1.0).
+    pub trace_sampling: f64,
+    /// Where spans are exported; `None`: no spans are recorded.
+    pub otlp: Option<Otlp>,
+}
+
+/// The OTLP/HTTP trace exporter's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otlp {
+    /// `POST` target of the exports (`…/v1/traces`).
+    pub endpoint: http::Uri,
+    /// `service.name` of the spans.
+    pub service_name: String,
 }
 
 /// Index of a backend in [`Config::backends`].

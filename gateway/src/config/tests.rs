@@ -34,6 +34,13 @@ fn no_vars(_: &str) -> Option<String> {
     None
 }
 
+fn load_ok(gateway: &str, routes: &[(&str, &str)]) -> Config {
+    match load(&sources(gateway, routes), &no_vars) {
+        Ok(config) => config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 fn errors(gateway: &str, routes: &[(&str, &str)]) -> Vec<String> {
     match load(&sources(gateway, routes), &no_vars) {
         Ok(_) => Vec::new(),
@@ -201,11 +208,28 @@ fn unknown_backend_names_both_places() {
 }
 
 #[test]
-fn features_not_built_yet_are_rejected() {
-    let gw = format!("{GATEWAY}telemetry: {{ otlp_endpoint: http://127.0.0.1:4318 }}\n");
+fn otlp_endpoints_are_checked() {
+    let gw = format!("{GATEWAY}telemetry: {{ otlp_endpoint: \"http://collector:4318/otlp/\" }}\n");
+    let config = load_ok(&gw, &[]);
+    let otlp = config.telemetry.otlp.unwrap();
+    assert_eq!(otlp.endpoint, "http://collector:4318/otlp/v1/traces");
+    assert_eq!(otlp.service_name, "portico");
+    assert_eq!(config.telemetry.trace_sampling, 1.0);
+    let gw = format!(
+        "{GATEWAY}telemetry: {{ otlp_endpoint: \"https://c.example/v1/traces\", trace_sampling: 10% }}\n"
+    );
+    let config = load_ok(&gw, &[]);
+    assert_eq!(
+        config.telemetry.otlp.unwrap().endpoint,
+        "https://c.example/v1/traces"
+    );
+    assert!((config.telemetry.trace_sampling - 0.1).abs() < 1e-9);
+    let gw = format!("{GATEWAY}telemetry: {{ otlp_endpoint: \"udp://c:4318\" }}\n");
     let all = errors(&gw, &[]).join("\n");
     assert!(
-        all.contains("telemetry.otlp_endpoint: `otlp_endpoint` is not supported yet"),
+        all.contains("gateway.yaml")
+            && all
+                .contains("telemetry.otlp_endpoint: `udp://c:4318` is not a usable OTLP endpoint"),
         "{all}"
     );
 }

@@ -79,8 +79,11 @@ impl ProxyRoute {
 pub struct Context {
     /// `X-Request-Id` to send and echo.
     pub request_id: HeaderValue,
-    /// The `traceparent` to send.
+    /// The `traceparent` to send (each attempt's own when spans are recorded).
     pub traceparent: HeaderValue,
+    /// The request's recorded span, parent of every backend attempt (when traces are
+    /// exported and the trace is sampled).
+    pub trace: Option<crate::telemetry::trace::Trace>,
     /// The TCP peer.
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy.
@@ -236,6 +239,7 @@ pub async fn forward(
             headers: parts.headers.clone(),
             body: body_rx,
             primary,
+            trace: ctx.trace.clone(),
         });
     }
     let (body, overflow) = if bodiless {
@@ -257,6 +261,7 @@ pub async fn forward(
         deadline: ctx.deadline,
         idempotent,
         hedge: !websocket,
+        trace: ctx.trace.take(),
     };
     let send = route.upstream.call(upstream_req, call);
     let result = match &overflow {

@@ -126,10 +126,15 @@ impl Bound {
                 }
             })
         });
+        let gateway = self.gateway.clone();
         listener::serve(self.gateway, self.listener, self.tls, grace, shutdown).await;
         let _ = stop_admin.send(());
         if let Some(t) = admin_task {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
+        }
+        // The spans of the last requests leave before the process does.
+        if let Some(tracer) = &gateway.snapshot().tracer {
+            tracer.flush(std::time::Duration::from_secs(2)).await;
         }
     }
 }

@@ -55,6 +55,7 @@ use crate::proxy::{self, client_ip, is_trusted};
 use crate::rate_limit::{Report, Subject};
 use crate::routing::{Lookup, normalize};
 use crate::telemetry::metrics::{CacheResult, RouteMetrics};
+use crate::telemetry::trace::{Kind, SpanData, Trace};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -93,6 +94,70 @@ struct Outcome {
     /// The route's handler is the gateway's (aggregate, GraphQL, modules): its
     /// `Portico-Partial` is its own, not a backend's.
     extension: bool,
+    /// The route's path template.
+    path: Option<Arc<str>>,
+}
+
+/// What the request span needs of the request, taken before it moves on.
+struct Traced {
+    path: String,
+    version: http::Version,
+}
+
+/// The request's span (OpenTelemetry HTTP server conventions, plus `portico.*`).
+#[allow(clippy::too_many_arguments)]
+fn request_span(
+    method: &http::Method,
+    traced: Traced,
+    outcome: &Outcome,
+    status: u16,
+    client: std::net::IpAddr,
+    tls: bool,
+    request_id: &HeaderValue,
+    remote_parent: Option<u64>,
+) -> SpanData {
+    let name = match &outcome.path {
+        Some(template) => format!("{method} {template}"),
+        None => method.to_string(),
+    };
+    let mut span = SpanData::new(name, Kind::Server, remote_parent);
+    span.str("http.request.method", method.as_str());
+    span.str("url.path", traced.path);
+    span.str("url.scheme", if tls { "https" } else { "http" });
+    span.str(
+        "network.protocol.version",
+        match traced.version {
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        },
+    );
+    span.str("client.address", client.to_string());
+    span.int("http.response.status_code", i64::from(status));
+    if let Some(template) = &outcome.path {
+        span.str("http.route", template.as_ref());
+    }
+    if let Some(route) = &outcome.route {
+        span.str("portico.route", route.as_ref());
+    }
+    if let Some(team) = &outcome.team {
+        span.str("portico.team", team.as_ref());
+    }
+    if let Some(backend) = &outcome.backend {
+        span.str("portico.backend", backend.name());
+    }
+    if let Ok(id) = request_id.to_str() {
+        span.str("portico.request_id", id);
+    }
+    if let Some(code) = outcome.code {
+        span.str("error.type", code);
+    } else if status >= 500 {
+        span.str("error.type", status.to_string());
+    }
+    if status >= 500 {
+        span.error = Some(outcome.code.unwrap_or("server error").to_string());
+    }
+    span
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -132,12 +197,16 @@ async fn handle_inner(
         return res;
     }
     let snapshot = gateway.snapshot();
-    let (traceparent, trace_id) = edge::traceparent(req.headers());
-    // The gateway's own span: the parent id its backends see (`00-TRACE-SPAN-FLAGS`).
-    let mut span_id = [b'-'; 16];
-    if let Some(own) = traceparent.as_bytes().get(36..52) {
-        span_id.copy_from_slice(own);
-    }
+    // The gateway's own span: recorded when exported, else only the parent id its
+    // backends see.
+    let (span, remote_parent) =
+        edge::trace_context(req.headers(), snapshot.config.telemetry.trace_sampling);
+    let traceparent = span.traceparent();
+    let trace = Trace::new(span, snapshot.tracer.as_ref());
+    let traced = trace.as_ref().map(|_| Traced {
+        path: req.uri().path().to_string(),
+        version: req.version(),
+    });
     let method = req.method().clone();
     let log_path = snapshot
         .edge
@@ -157,6 +226,7 @@ async fn handle_inner(
         req,
         &request_id,
         traceparent,
+        trace.clone(),
         start,
         &mut outcome,
     )
@@ -197,11 +267,24 @@ async fn handle_inner(
             code = outcome.code.unwrap_or("-"),
             duration_ms = start.elapsed().as_secs_f64() * 1000.0,
             request_id = request_id.to_str().unwrap_or_default(),
-            trace_id = std::str::from_utf8(&trace_id).unwrap_or_default(),
-            span_id = std::str::from_utf8(&span_id).unwrap_or_default(),
+            trace_id = std::str::from_utf8(&span.trace_hex()).unwrap_or_default(),
+            span_id = std::str::from_utf8(&span.span_hex()).unwrap_or_default(),
             client_ip = %client,
             "request"
         );
+    }
+    if let (Some(trace), Some(traced)) = (trace, traced) {
+        let span = request_span(
+            &method,
+            traced,
+            &outcome,
+            res.status().as_u16(),
+            client,
+            conn.tls,
+            &request_id,
+            remote_parent,
+        );
+        trace.finish(span, start.elapsed());
     }
     let counters = outcome.metrics.as_deref().unwrap_or(&snapshot.unmatched);
     counters.answered(&method, res.status().as_u16(), start.elapsed());
@@ -233,6 +316,7 @@ async fn route(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     traceparent: HeaderValue,
+    trace: Option<Trace>,
     start: Instant,
     outcome: &mut Outcome,
 ) -> Result<Response<ResponseBody>, Problem> {
@@ -291,6 +375,7 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
+    outcome.path = Some(entry.path.clone());
     outcome.metrics = Some(entry.metrics.clone());
     outcome.extension = matches!(entry.handler, RouteHandler::Extension(_));
     if entry.cache.is_some() {
@@ -375,6 +460,7 @@ async fn route(
         params: &params,
         request_id,
         traceparent,
+        trace,
         edge,
         deadline,
         identity,
@@ -449,6 +535,8 @@ struct Dispatch<'a> {
     params: &'a matchit::Params<'a, 'a>,
     request_id: &'a HeaderValue,
     traceparent: HeaderValue,
+    /// The request's recorded span (when traces are exported).
+    trace: Option<Trace>,
     edge: &'a Edge,
     deadline: Instant,
     identity: Option<Arc<Identity>>,
@@ -588,6 +676,7 @@ impl Dispatch<'_> {
         let path = self.path.to_string();
         let request_id = self.request_id.clone();
         let traceparent = self.traceparent.clone();
+        let trace = self.trace.clone();
         let identity = self.identity.clone();
         let budget = self.entry.timeout.map_or(self.edge.request_timeout, |t| {
             t.min(self.edge.request_timeout)
@@ -628,6 +717,7 @@ impl Dispatch<'_> {
                 params: &params,
                 request_id: &request_id,
                 traceparent,
+                trace,
                 edge: &snapshot.edge,
                 deadline,
                 identity,
@@ -682,6 +772,7 @@ impl Dispatch<'_> {
             self.request_id,
             // The handler runs once per dispatch: what it needs moves on.
             std::mem::replace(&mut self.traceparent, HeaderValue::from_static("")),
+            self.trace.take(),
             self.edge,
             self.deadline,
             self.identity.take(),
@@ -723,6 +814,7 @@ fn proxy_context(
     req: &Request<ClientBody>,
     request_id: &HeaderValue,
     traceparent: HeaderValue,
+    trace: Option<Trace>,
     edge: &Edge,
     deadline: Instant,
     identity: Option<Arc<Identity>>,
@@ -730,6 +822,7 @@ fn proxy_context(
     proxy::Context {
         request_id: request_id.clone(),
         traceparent,
+        trace,
         peer: conn.peer.ip(),
         trusted_peer: is_trusted(conn.peer.ip(), &edge.trusted_proxies),
         proto: if conn.tls { "https" } else { "http" },

@@ -19,6 +19,7 @@ use crate::rate_limit::Limits;
 use crate::routing::Table;
 use crate::strangler::{ShadowRoute, SplitRoute, SplitTarget};
 use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::trace::{TraceStats, Tracer};
 use crate::upstream::Upstream;
 
 /// A route as the request path sees it.
@@ -28,6 +29,8 @@ pub struct RouteEntry {
     pub id: Arc<str>,
     /// Owning team.
     pub team: Arc<str>,
+    /// The path template (`/web/orders/{id}`), the span's `http.route`.
+    pub path: Arc<str>,
     /// Route deadline.
     pub timeout: Option<Duration>,
     /// The handler.
@@ -102,6 +105,11 @@ pub struct Snapshot {
     pub cache: Arc<crate::cache::Store>,
     /// Counters of requests no route matched.
     pub unmatched: Arc<RouteMetrics>,
+    /// The span exporter, when `telemetry.otlp_endpoint` is set (kept across reloads
+    /// while its settings stay the same).
+    pub tracer: Option<Arc<Tracer>>,
+    /// Span counts (kept across reloads).
+    pub trace_stats: Arc<TraceStats>,
 }
 
 impl Snapshot {
@@ -146,6 +154,18 @@ impl Snapshot {
             }
         }
         let protected: Arc<[http::HeaderName]> = protected_names.into();
+        let trace_stats = previous.map_or_else(Arc::default, |p| p.trace_stats.clone());
+        let tracer = config.telemetry.otlp.as_ref().and_then(|settings| {
+            let same = previous
+                .and_then(|p| p.tracer.clone())
+                .filter(|t| t.settings() == settings);
+            // The exporter is a task: without a runtime (offline commands) there is none.
+            same.or_else(|| {
+                tokio::runtime::Handle::try_current()
+                    .is_ok()
+                    .then(|| Tracer::start(settings, trace_stats.clone()))
+            })
+        });
         let generations = cache_generations(&config);
         let cache = cache_store(&config, &generations, previous);
         let carriers = Arc::new(carriers(&config));
@@ -212,6 +232,7 @@ impl Snapshot {
             });
             let entry = RouteEntry {
                 id: Arc::from(r.id.as_str()),
+                path: Arc::from(r.pattern.as_str()),
                 team: teams[r.team.0].clone(),
                 timeout: r.timeout,
                 handler,
@@ -259,6 +280,8 @@ impl Snapshot {
             providers,
             cache,
             unmatched: previous.map_or_else(Arc::default, |p| p.unmatched.clone()),
+            tracer,
+            trace_stats,
         }
     }
 

@@ -113,6 +113,8 @@ pub struct Exchange {
     pub body: Option<oneshot::Receiver<Option<Bytes>>>,
     /// The primary's status and (teed) body, for comparing.
     pub primary: Option<oneshot::Receiver<(StatusCode, oneshot::Receiver<Option<Bytes>>)>>,
+    /// The request's recorded span: the shadow attempt is a span under it.
+    pub trace: Option<crate::telemetry::trace::Trace>,
 }
 
 impl ShadowRoute {
@@ -193,6 +195,7 @@ async fn run(route: &ShadowRoute, ex: Exchange) {
         deadline: tokio::time::Instant::now() + route.upstream.timeout(),
         idempotent: false,
         hedge: false,
+        trace: ex.trace.clone(),
     };
     let res = match route.upstream.call(req, call).await {
         Ok(res) => res,

@@ -9,6 +9,7 @@
 use tracing_subscriber::EnvFilter;
 
 pub mod metrics;
+pub mod trace;
 
 use crate::config::raw::LogFormat;
 

@@ -32,6 +32,9 @@ use super::{fault, health};
 use crate::body::UpstreamBody;
 use crate::config::{self, Balance, Conditions, FaultSettings, RetrySettings};
 use crate::telemetry::metrics::{AttemptResult, BackendMetrics};
+use crate::telemetry::trace::{Kind, Recording, Trace};
+
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// Why a backend call failed. Sources are kept for the log, never shown to clients.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,7 @@ pub enum Error {
 }
 
 /// What the caller knows about a call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Call {
     /// No attempt, backoff or hedge runs past this.
     pub deadline: Instant,
@@ -71,6 +74,19 @@ pub struct Call {
     pub idempotent: bool,
     /// A second attempt may run alongside the first (not for upgrades).
     pub hedge: bool,
+    /// The request's recorded span: each attempt is a span under it, and the backend
+    /// gets the attempt's span id as its parent id.
+    pub trace: Option<Trace>,
+}
+
+/// Which attempt of a call this is, for its span.
+#[derive(Clone, Copy)]
+struct Try<'t> {
+    trace: Option<&'t Trace>,
+    /// Attempts before this one (retries).
+    resend: u32,
+    /// A hedge beside a running attempt.
+    hedge: bool,
 }
 
 /// A bulkhead place and an instance's in-flight count, held by a response body.
@@ -351,12 +367,20 @@ impl Upstream {
                 // Unreachable: a request that was sent is only retried when copied.
                 return Err(Error::Timeout { deadline: true });
             };
+            let this = Try {
+                trace: call.trace.as_ref(),
+                resend: retries,
+                hedge: false,
+            };
             let attempt = match self.hedge {
-                Some(after) if call.hedge && call.idempotent && replay.copies() => {
-                    self.hedged(endpoint, ticket, req, &mut replay, call.deadline, after)
+                Some(_) if call.hedge && call.idempotent && replay.copies() => {
+                    self.hedged(endpoint, ticket, req, &mut replay, call.deadline, this)
                         .await
                 }
-                _ => self.attempt(endpoint, ticket, req, call.deadline).await,
+                _ => {
+                    self.attempt(endpoint, ticket, req, call.deadline, this)
+                        .await
+                }
             };
             let Some(wait) = self.retry_wait(&attempt, retries, &call, &replay) else {
                 return finish(attempt, permit);
@@ -430,8 +454,88 @@ impl Upstream {
         (Instant::now() + wait < call.deadline).then_some(wait)
     }
 
-    /// One attempt on `endpoint`, bounded by the backend's timeout and the deadline.
+    /// One attempt on `endpoint`, bounded by the backend's timeout and the deadline; a
+    /// span of its own when the call is traced.
     async fn attempt(
+        &self,
+        endpoint: Arc<Endpoint>,
+        ticket: Option<Ticket>,
+        mut req: Request<UpstreamBody>,
+        deadline: Instant,
+        this: Try<'_>,
+    ) -> Attempt {
+        let recording = this
+            .trace
+            .map(|trace| self.attempt_span(trace, &endpoint, &mut req, this));
+        let attempt = self.exchange(endpoint, ticket, req, deadline).await;
+        if let Some(mut recording) = recording {
+            let span = recording.data();
+            match &attempt {
+                Attempt::Answer(res, _) => {
+                    let status = res.status().as_u16();
+                    span.int("http.response.status_code", i64::from(status));
+                    if status >= 500 {
+                        span.str("error.type", status.to_string());
+                        span.error = Some(format!("the backend answered {status}"));
+                    }
+                }
+                Attempt::Failed { error, .. } => {
+                    span.str(
+                        "error.type",
+                        match Outcome::of(error) {
+                            Outcome::Connect => "connect",
+                            Outcome::Timeout => "timeout",
+                            _ => "reset",
+                        },
+                    );
+                    span.error = Some(error.to_string());
+                }
+            }
+            recording.end();
+        }
+        attempt
+    }
+
+    /// Starts an attempt's span and names it as the parent in the request's
+    /// `traceparent`.
+    fn attempt_span(
+        &self,
+        trace: &Trace,
+        endpoint: &Endpoint,
+        req: &mut Request<UpstreamBody>,
+        this: Try<'_>,
+    ) -> Recording {
+        let mut recording = trace.start(format!("{} {}", req.method(), self.name), Kind::Client);
+        req.headers_mut()
+            .insert(TRACEPARENT.clone(), recording.context().traceparent());
+        let span = recording.data();
+        span.str("http.request.method", req.method().as_str());
+        let authority = endpoint.pool().authority();
+        span.str("server.address", authority.host());
+        if let Some(port) = authority.port_u16() {
+            span.int("server.port", i64::from(port));
+        }
+        // Without the query, which may carry what no trace store should keep.
+        span.str(
+            "url.full",
+            format!(
+                "{}{}",
+                endpoint.url().trim_end_matches('/'),
+                req.uri().path()
+            ),
+        );
+        span.str("portico.backend", self.name.as_str());
+        if this.resend > 0 {
+            span.int("http.request.resend_count", i64::from(this.resend));
+        }
+        if this.hedge {
+            span.flag("portico.hedge", true);
+        }
+        recording
+    }
+
+    /// The exchange of one attempt.
+    async fn exchange(
         &self,
         endpoint: Arc<Endpoint>,
         ticket: Option<Ticket>,
@@ -529,8 +633,9 @@ impl Upstream {
         self.balancer.endpoints().to_vec()
     }
 
-    /// An attempt that, without an answer after `after`, gets a twin on another
-    /// instance; the first answer that settles the call wins and the other is dropped.
+    /// An attempt that, without an answer after the backend's `hedge` delay, gets a twin
+    /// on another instance; the first answer that settles the call wins and the other is
+    /// dropped.
     async fn hedged(
         &self,
         endpoint: Arc<Endpoint>,
@@ -538,10 +643,13 @@ impl Upstream {
         req: Request<UpstreamBody>,
         replay: &mut Replay,
         deadline: Instant,
-        after: Duration,
+        this: Try<'_>,
     ) -> Attempt {
-        let first = self.attempt(endpoint.clone(), ticket, req, deadline);
+        let first = self.attempt(endpoint.clone(), ticket, req, deadline, this);
         tokio::pin!(first);
+        let Some(after) = self.hedge else {
+            return first.await;
+        };
         let hedge_at = Instant::now() + after;
         if hedge_at >= deadline {
             return first.await;
@@ -563,7 +671,11 @@ impl Upstream {
         };
         BackendMetrics::inc(&self.metrics.hedges);
         tracing::debug!(backend = %self.name, instance = other.url(), "hedging");
-        let second = self.attempt(other, ticket, req, deadline);
+        let hedge = Try {
+            hedge: true,
+            ..this
+        };
+        let second = self.attempt(other, ticket, req, deadline, hedge);
         tokio::pin!(second);
         let (done, rest) = tokio::select! {
             a = &mut first => (a, Either::Second),

@@ -409,9 +409,18 @@ pub struct Telemetry {
     /// One line per request; `false` turns it off.
     #[serde(default = "yes")]
     pub access_log: bool,
-    /// OTLP over HTTP endpoint for traces.
+    /// OTLP over HTTP endpoint for traces: spans are sent as protobuf to
+    /// `{otlp_endpoint}/v1/traces` (a URL that already ends in `/v1/traces` is used as
+    /// it is). Without it no spans are recorded; trace context is still propagated.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// Share of new traces that are sampled (requests without a valid `traceparent`);
+    /// a caller's own sampling decision is always kept. Default 100%.
+    #[serde(default)]
+    pub trace_sampling: Option<Percent>,
+    /// `service.name` of the exported spans. Default `portico`.
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 fn yes() -> bool {
@@ -424,6 +433,8 @@ impl Default for Telemetry {
             log_format: LogFormat::default(),
             access_log: true,
             otlp_endpoint: None,
+            trace_sampling: None,
+            service_name: None,
         }
     }
 }

@@ -145,10 +145,7 @@ impl Resolver<'_> {
         let server = self.server(gw, &raw_gw.server);
         let admin = raw_gw.admin.as_ref().and_then(|a| self.admin(gw, a));
         let cache = self.cache(gw, raw_gw.cache.as_ref());
-        if raw_gw.telemetry.otlp_endpoint.is_some() {
-            self.errors
-                .push(gw.diag("telemetry.otlp_endpoint", not_yet("otlp_endpoint")));
-        }
+        let otlp = self.otlp(gw, &raw_gw.telemetry);
         let (providers, provider_ids) = self.providers(gw, raw_gw);
         let mut backends = Vec::new();
         let mut backend_ids = HashMap::new();
@@ -201,6 +198,11 @@ impl Resolver<'_> {
             telemetry: Telemetry {
                 log_format: raw_gw.telemetry.log_format,
                 access_log: raw_gw.telemetry.access_log,
+                trace_sampling: raw_gw
+                    .telemetry
+                    .trace_sampling
+                    .map_or(1.0, |p| p.fraction()),
+                otlp,
             },
             teams,
             routes,
@@ -209,6 +211,60 @@ impl Resolver<'_> {
             warnings: Vec::new(),
             raw: Arc::new(raw),
             hash: String::new(),
+        })
+    }
+
+    /// The trace exporter: an http(s) URL without credentials, query or fragment;
+    /// `/v1/traces` is appended unless the path already ends with it.
+    fn otlp(&mut self, gw: &Parsed<GatewayFile>, t: &raw::Telemetry) -> Option<Otlp> {
+        let service_name = t.service_name.clone().unwrap_or_else(|| "portico".into());
+        if service_name.trim().is_empty() || service_name.chars().any(char::is_control) {
+            self.errors.push(gw.diag(
+                "telemetry.service_name",
+                "must be a non-empty name without control characters",
+            ));
+        }
+        let url = t.otlp_endpoint.as_ref()?;
+        let bad = |why: &str| format!("`{url}` is not a usable OTLP endpoint: {why}");
+        let uri = match url.parse::<http::Uri>() {
+            Ok(uri) => uri,
+            Err(_) => {
+                self.errors
+                    .push(gw.diag("telemetry.otlp_endpoint", bad("not a URL")));
+                return None;
+            }
+        };
+        let problem = if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            Some("it must start with http:// or https://")
+        } else if uri.authority().is_none_or(|a| a.host().is_empty()) {
+            Some("it has no host")
+        } else if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            Some("credentials in the URL are not supported")
+        } else if uri.query().is_some() || url.contains('#') {
+            Some("it may not have a query or fragment")
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            self.errors
+                .push(gw.diag("telemetry.otlp_endpoint", bad(why)));
+            return None;
+        }
+        let path = uri.path().trim_end_matches('/');
+        let path = if path.ends_with("/v1/traces") {
+            path.to_string()
+        } else {
+            format!("{path}/v1/traces")
+        };
+        let endpoint = http::Uri::builder()
+            .scheme(uri.scheme_str().unwrap_or("http"))
+            .authority(uri.authority().map_or("", |a| a.as_str()))
+            .path_and_query(path)
+            .build()
+            .ok()?;
+        Some(Otlp {
+            endpoint,
+            service_name,
         })
     }
 
