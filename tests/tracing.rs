@@ -33,6 +33,11 @@ struct Got {
     parent: String,
     name: String,
     kind: i32,
+    /// The OTLP span flags (W3C flags in the low byte, 0x100: parent remoteness known,
+    /// 0x200: the parent is remote).
+    flags: u32,
+    start: u64,
+    end: u64,
     error: bool,
     attributes: HashMap<String, String>,
     service: String,
@@ -159,6 +164,9 @@ fn flatten(export: ExportTraceServiceRequest) -> Vec<Got> {
                     parent: hex(&s.parent_span_id),
                     name: s.name,
                     kind: s.kind,
+                    flags: s.flags,
+                    start: s.start_time_unix_nano,
+                    end: s.end_time_unix_nano,
                     error: s.status.is_some_and(|st| st.code == 2),
                     attributes: s
                         .attributes
@@ -267,6 +275,12 @@ async fn request_and_every_attempt_are_spans_with_the_callers_trace() {
     assert_eq!(server.attr("portico.backend"), Some("b"));
     assert_eq!(server.service, "edge-test");
     assert!(!server.error);
+    assert_eq!(server.flags, 0x301, "sampled, with a remote parent");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    assert!(server.start <= server.end && now - server.start < 60_000_000_000);
     assert!(
         spans
             .iter()
@@ -286,6 +300,11 @@ async fn request_and_every_attempt_are_spans_with_the_callers_trace() {
     assert_eq!(attempts.len(), 2, "{spans:#?}");
     for a in &attempts {
         assert_eq!(a.parent, server.span_id, "attempts hang under the request");
+        assert_eq!(a.flags, 0x101, "sampled, a local parent");
+        assert!(
+            server.start <= a.start && a.end <= server.end,
+            "inside the request"
+        );
         assert_eq!(a.name, "GET b");
         assert_eq!(a.attr("portico.backend"), Some("b"));
         assert_eq!(a.attr("server.address"), Some("127.0.0.1"));
@@ -687,4 +706,95 @@ fn bad_otlp_settings_are_refused_with_their_key() {
     );
     let (code, out) = validate_dir(&dir);
     assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_trace_context_starts_a_new_trace_without_the_old_tracestate() {
+    let receiver = Receiver::start().await;
+    let backend = Recorder::json(json!({"ok": true})).await;
+    let config = ConfigDir::new(
+        &gateway_yaml(
+            &backend.url(),
+            "",
+            &format!("telemetry:\n  otlp_endpoint: {}\n", receiver.endpoint()),
+        ),
+        &[(
+            "t.yaml",
+            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
+        )],
+    );
+    let gw = Gateway::serve(config);
+    let c = client();
+    // Upper-case hex is not a valid traceparent: a new trace, and the vendor data of the
+    // old one does not travel with it.
+    let bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01";
+    let req = Request::get(gw.url("/t/p"))
+        .header("traceparent", bad)
+        .header("tracestate", "vendor=old")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(&c, req).await.status, 200);
+    // A valid one keeps its tracestate.
+    let good = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let req = Request::get(gw.url("/t/p"))
+        .header("traceparent", &good)
+        .header("tracestate", "vendor=kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(&c, req).await.status, 200);
+
+    let seen = backend.seen();
+    let (trace, _, flags) = parts(seen[0].header("traceparent").unwrap());
+    assert_ne!(trace, TRACE.to_string());
+    assert_eq!(flags, "01", "a new trace, sampled at 100%");
+    assert_eq!(seen[0].header("tracestate"), None);
+    let spans = receiver.wait(&trace, 2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    assert_eq!(server.parent, "", "a root span");
+    assert_eq!(server.flags, 0x101);
+    assert_eq!(seen[1].header("tracestate"), Some("vendor=kept"));
+    assert_eq!(parts(seen[1].header("traceparent").unwrap()).0, TRACE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_abandons_is_still_a_span() {
+    let receiver = Receiver::start().await;
+    let backend = Recorder::start(|_| Canned::Hang).await;
+    let config = ConfigDir::new(
+        &gateway_yaml(
+            &backend.url(),
+            "",
+            &format!("telemetry:\n  otlp_endpoint: {}\n", receiver.endpoint()),
+        ),
+        &[(
+            "t.yaml",
+            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
+        )],
+    );
+    let gw = Gateway::serve(config);
+    let trace = "abababababababababababababababab";
+    let request =
+        format!("GET /t/p HTTP/1.1\r\nhost: x\r\ntraceparent: 00-{trace}-{CLIENT_SPAN}-01\r\n\r\n");
+    // The client sends its request and leaves while the backend is still thinking.
+    let out = raw(gw.addr, request.as_bytes(), Duration::from_millis(300)).await;
+    assert!(out.is_empty(), "no answer yet: {out}");
+    backend.wait_for_hits(1, Duration::from_secs(5)).await;
+    let spans = receiver.wait(trace, 2).await;
+    let server = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .unwrap();
+    assert_eq!(server.attr("portico.cancelled"), Some("true"));
+    let attempt = spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Client as i32)
+        .unwrap();
+    assert_eq!(
+        attempt.parent, server.span_id,
+        "the attempt keeps its parent"
+    );
+    assert_eq!(attempt.attr("portico.cancelled"), Some("true"));
 }

@@ -213,6 +213,10 @@ pub(crate) fn backend_headers(client: &HeaderMap, ctx: &Context) -> HeaderMap {
     h.insert(ACCEPT, HeaderValue::from_static("application/json"));
     h.insert("x-request-id", ctx.request_id.clone());
     h.insert("traceparent", ctx.traceparent.clone());
+    // The edge kept it only beside a valid `traceparent` of the same trace.
+    if let Some(state) = client.get("tracestate") {
+        h.insert("tracestate", state.clone());
+    }
     if ctx.trusted_peer
         && let Some(xff) = client.get("x-forwarded-for")
     {

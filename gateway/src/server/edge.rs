@@ -28,12 +28,12 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// The gateway's span for a request: the client's trace continued with a new span id
 /// (and the client's span as its parent), or a new trace, sampled at `sampling`, when the
-/// client sent no valid `traceparent`.
+/// client sent no valid `traceparent` (two of them are not valid either).
 pub(super) fn trace_context(headers: &HeaderMap, sampling: f64) -> (SpanContext, Option<u64>) {
-    match headers
-        .get(&TRACEPARENT)
-        .and_then(|v| SpanContext::parse(v.as_bytes()))
-    {
+    let mut all = headers.get_all(&TRACEPARENT).iter();
+    let first = all.next();
+    let one = first.filter(|_| all.next().is_none());
+    match one.and_then(|v| SpanContext::parse(v.as_bytes())) {
         Some(remote) => (remote.child(), Some(remote.span_id)),
         None => (SpanContext::root(sampling), None),
     }
@@ -90,5 +90,15 @@ mod tests {
         assert_eq!(ours.traceparent().len(), 55);
         let (ours, _) = trace_context(&HeaderMap::new(), 0.0);
         assert!(!ours.sampled());
+        let mut two = HeaderMap::new();
+        for _ in 0..2 {
+            two.append(
+                "traceparent",
+                HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            );
+        }
+        let (ours, parent) = trace_context(&two, 1.0);
+        assert_eq!(parent, None, "two traceparents are not one trace");
+        assert_ne!(ours.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
     }
 }

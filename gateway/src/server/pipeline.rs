@@ -61,6 +61,7 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// What the listener knows about the connection.
 #[derive(Debug, Clone)]
@@ -98,66 +99,99 @@ struct Outcome {
     path: Option<Arc<str>>,
 }
 
-/// What the request span needs of the request, taken before it moves on.
-struct Traced {
+/// The request's span while the request runs: recorded by [`RequestSpan::finish`], or,
+/// when the request is dropped before it ends (the client went away, the drain's grace
+/// ran out), recorded then with `portico.cancelled` — its attempts' spans never lose
+/// their parent.
+struct RequestSpan(Option<OpenSpan>);
+
+struct OpenSpan {
+    trace: Trace,
+    start: Instant,
+    method: http::Method,
     path: String,
     version: http::Version,
+    tls: bool,
+    remote_parent: Option<u64>,
 }
 
-/// The request's span (OpenTelemetry HTTP server conventions, plus `portico.*`).
-#[allow(clippy::too_many_arguments)]
-fn request_span(
-    method: &http::Method,
-    traced: Traced,
-    outcome: &Outcome,
-    status: u16,
-    client: std::net::IpAddr,
-    tls: bool,
-    request_id: &HeaderValue,
-    remote_parent: Option<u64>,
-) -> SpanData {
-    let name = match &outcome.path {
-        Some(template) => format!("{method} {template}"),
-        None => method.to_string(),
-    };
-    let mut span = SpanData::new(name, Kind::Server, remote_parent);
-    span.str("http.request.method", method.as_str());
-    span.str("url.path", traced.path);
-    span.str("url.scheme", if tls { "https" } else { "http" });
-    span.str(
-        "network.protocol.version",
-        match traced.version {
-            http::Version::HTTP_2 => "2",
-            http::Version::HTTP_10 => "1.0",
-            _ => "1.1",
-        },
-    );
-    span.str("client.address", client.to_string());
-    span.int("http.response.status_code", i64::from(status));
-    if let Some(template) = &outcome.path {
-        span.str("http.route", template.as_ref());
+impl OpenSpan {
+    /// The span with what is known before the request is answered (OpenTelemetry
+    /// HTTP server conventions, plus `portico.*`).
+    fn span(&mut self, name: String) -> SpanData {
+        let mut span = SpanData::new(name, Kind::Server, self.remote_parent);
+        span.str("http.request.method", self.method.as_str());
+        span.str("url.path", std::mem::take(&mut self.path));
+        span.str("url.scheme", if self.tls { "https" } else { "http" });
+        span.str(
+            "network.protocol.version",
+            match self.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        );
+        span
     }
-    if let Some(route) = &outcome.route {
-        span.str("portico.route", route.as_ref());
+}
+
+impl RequestSpan {
+    /// Records the answered request's span.
+    fn finish(
+        mut self,
+        outcome: &Outcome,
+        status: u16,
+        client: std::net::IpAddr,
+        request_id: &HeaderValue,
+    ) {
+        let Some(mut open) = self.0.take() else {
+            return;
+        };
+        let name = match &outcome.path {
+            Some(template) => format!("{} {template}", open.method),
+            None => open.method.to_string(),
+        };
+        let mut span = open.span(name);
+        span.str("client.address", client.to_string());
+        span.int("http.response.status_code", i64::from(status));
+        if let Some(template) = &outcome.path {
+            span.str("http.route", template.as_ref());
+        }
+        if let Some(route) = &outcome.route {
+            span.str("portico.route", route.as_ref());
+        }
+        if let Some(team) = &outcome.team {
+            span.str("portico.team", team.as_ref());
+        }
+        if let Some(backend) = &outcome.backend {
+            span.str("portico.backend", backend.name());
+        }
+        if let Ok(id) = request_id.to_str() {
+            span.str("portico.request_id", id);
+        }
+        // A 4xx is the caller's doing, not a failure of this server (HTTP conventions).
+        if status >= 500 {
+            span.str(
+                "error.type",
+                outcome
+                    .code
+                    .map_or_else(|| status.to_string(), str::to_string),
+            );
+            span.error = Some(outcome.code.unwrap_or("server error").to_string());
+        }
+        open.trace.finish(span, open.start.elapsed());
     }
-    if let Some(team) = &outcome.team {
-        span.str("portico.team", team.as_ref());
+}
+
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if let Some(mut open) = self.0.take() {
+            let mut span = open.span(open.method.to_string());
+            span.flag("portico.cancelled", true);
+            span.error = Some("the request ended before its answer".into());
+            open.trace.finish(span, open.start.elapsed());
+        }
     }
-    if let Some(backend) = &outcome.backend {
-        span.str("portico.backend", backend.name());
-    }
-    if let Ok(id) = request_id.to_str() {
-        span.str("portico.request_id", id);
-    }
-    if let Some(code) = outcome.code {
-        span.str("error.type", code);
-    } else if status >= 500 {
-        span.str("error.type", status.to_string());
-    }
-    if status >= 500 {
-        span.error = Some(outcome.code.unwrap_or("server error").to_string());
-    }
-    span
 }
 
 /// Answers one request. Never fails: every error becomes a problem+json response.
@@ -202,11 +236,21 @@ async fn handle_inner(
     let (span, remote_parent) =
         edge::trace_context(req.headers(), snapshot.config.telemetry.trace_sampling);
     let traceparent = span.traceparent();
+    let mut req = req;
+    if remote_parent.is_none() {
+        // Another trace's vendor data: it goes only beside its own `traceparent`.
+        req.headers_mut().remove(&TRACESTATE);
+    }
     let trace = Trace::new(span, snapshot.tracer.as_ref());
-    let traced = trace.as_ref().map(|_| Traced {
+    let request_span = RequestSpan(trace.clone().map(|trace| OpenSpan {
+        trace,
+        start,
+        method: req.method().clone(),
         path: req.uri().path().to_string(),
         version: req.version(),
-    });
+        tls: conn.tls,
+        remote_parent,
+    }));
     let method = req.method().clone();
     let log_path = snapshot
         .edge
@@ -273,19 +317,7 @@ async fn handle_inner(
             "request"
         );
     }
-    if let (Some(trace), Some(traced)) = (trace, traced) {
-        let span = request_span(
-            &method,
-            traced,
-            &outcome,
-            res.status().as_u16(),
-            client,
-            conn.tls,
-            &request_id,
-            remote_parent,
-        );
-        trace.finish(span, start.elapsed());
-    }
+    request_span.finish(&outcome, res.status().as_u16(), client, &request_id);
     let counters = outcome.metrics.as_deref().unwrap_or(&snapshot.unmatched);
     counters.answered(&method, res.status().as_u16(), start.elapsed());
     if outcome.extension
@@ -375,7 +407,9 @@ async fn route(
     };
     outcome.route = Some(entry.id.clone());
     outcome.team = Some(entry.team.clone());
-    outcome.path = Some(entry.path.clone());
+    if trace.is_some() {
+        outcome.path = Some(entry.path.clone());
+    }
     outcome.metrics = Some(entry.metrics.clone());
     outcome.extension = matches!(entry.handler, RouteHandler::Extension(_));
     if entry.cache.is_some() {

@@ -39,6 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Otlp;
 
+/// Longest text attribute kept, in bytes.
+pub const MAX_VALUE: usize = 1024;
 /// Most spans sent in one export.
 pub const MAX_BATCH: usize = 512;
 /// Spans waiting for the exporter; more are dropped.
@@ -79,7 +81,8 @@ impl SpanContext {
         let num = |s: &[u8]| u128::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok();
         let trace_id = num(&b[3..35])?;
         let span_id = u64::try_from(num(&b[36..52])?).ok()?;
-        let flags = u8::try_from(num(&b[53..55])?).ok()?;
+        // Only the sampled bit is defined for version 00; the others go on as zero.
+        let flags = u8::try_from(num(&b[53..55])?).ok()? & 0x01;
         (trace_id != 0 && span_id != 0).then_some(SpanContext {
             trace_id,
             span_id,
@@ -303,9 +306,18 @@ impl SpanData {
         }
     }
 
-    /// Adds a text attribute.
+    /// Adds a text attribute, cut to [`MAX_VALUE`] bytes (paths can be long; the
+    /// export queue should not be).
     pub fn str(&mut self, key: &'static str, value: impl Into<String>) {
-        self.attributes.push((key, Value::Str(value.into())));
+        let mut value = value.into();
+        if value.len() > MAX_VALUE {
+            let mut end = MAX_VALUE;
+            while !value.is_char_boundary(end) {
+                end -= 1;
+            }
+            value.truncate(end);
+        }
+        self.attributes.push((key, Value::Str(value)));
     }
 
     /// Adds an integer attribute.
@@ -461,7 +473,7 @@ impl Exporter {
 
     async fn send(&mut self, batch: Vec<SpanData>) {
         let count = batch.len() as u64;
-        let body = encode(&self.resource, &batch);
+        let body = encode(&self.resource, batch);
         let mut req = http::Request::new(Full::new(Bytes::from(body)));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.endpoint.clone();
@@ -521,9 +533,9 @@ fn unix_nanos(t: SystemTime) -> u64 {
 }
 
 /// The OTLP export request of a batch, protobuf-encoded.
-fn encode(resource: &Resource, batch: &[SpanData]) -> Vec<u8> {
+fn encode(resource: &Resource, batch: Vec<SpanData>) -> Vec<u8> {
     let spans = batch
-        .iter()
+        .into_iter()
         .map(|s| Span {
             trace_id: s.context.trace_id.to_be_bytes().to_vec(),
             span_id: s.context.span_id.to_be_bytes().to_vec(),
@@ -540,7 +552,7 @@ fn encode(resource: &Resource, batch: &[SpanData]) -> Vec<u8> {
                 } else {
                     0
                 },
-            name: s.name.clone(),
+            name: s.name,
             kind: match s.kind {
                 Kind::Server => span::SpanKind::Server,
                 Kind::Client => span::SpanKind::Client,
@@ -549,13 +561,13 @@ fn encode(resource: &Resource, batch: &[SpanData]) -> Vec<u8> {
             end_time_unix_nano: unix_nanos(s.end),
             attributes: s
                 .attributes
-                .iter()
-                .map(|(k, v)| key_value(k, v.clone()))
+                .into_iter()
+                .map(|(k, v)| key_value(k, v))
                 .collect(),
-            status: Some(match &s.error {
+            status: Some(match s.error {
                 None => Status::default(),
                 Some(message) => Status {
-                    message: message.clone(),
+                    message,
                     code: status::StatusCode::Error as i32,
                 },
             }),
@@ -600,6 +612,20 @@ mod tests {
         assert_ne!(child.span_id, ctx.span_id);
         assert_eq!(&ctx.trace_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(&ctx.span_hex(), b"00f067aa0ba902b7");
+        // Undefined flag bits are not passed on.
+        let odd =
+            SpanContext::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff").unwrap();
+        assert!(odd.traceparent().to_str().unwrap().ends_with("-01"));
+    }
+
+    #[test]
+    fn long_attributes_are_cut() {
+        let mut span = SpanData::new("x".into(), Kind::Server, None);
+        span.str("url.path", "é".repeat(MAX_VALUE));
+        let Value::Str(v) = &span.attributes[0].1 else {
+            panic!("text")
+        };
+        assert!(v.len() <= MAX_VALUE && v.len() > MAX_VALUE - 2);
     }
 
     #[test]
@@ -642,7 +668,7 @@ mod tests {
         client.context = root.child();
         client.int("http.response.status_code", 503);
         client.error = Some("503".into());
-        let bytes = encode(&resource("svc"), &[server, client]);
+        let bytes = encode(&resource("svc"), vec![server, client]);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
         let spans = &decoded.resource_spans[0].scope_spans[0].spans;
         assert_eq!(spans.len(), 2);
