@@ -263,11 +263,12 @@ pub async fn forward(
         hedge: !websocket,
         trace: ctx.trace.take(),
     };
-    let send = route.upstream.call(upstream_req, call);
+    // Pinned in place: held once in this future, whichever way it is awaited.
+    let mut send = std::pin::pin!(route.upstream.call(upstream_req, call));
     let result = match &overflow {
-        None => send.await,
+        None => send.as_mut().await,
         Some(overflow) => tokio::select! {
-            result = send => result,
+            result = send.as_mut() => result,
             () = overflow.wait() => return Err(Problem::payload_too_large(ctx.max_body)),
         },
     };

@@ -456,7 +456,9 @@ async fn route(
         Some(provider) => {
             let id = tokio::time::timeout_at(
                 deadline,
-                provider.authenticate(req.headers(), req.uri().query()),
+                // Boxed, like every large branch not every request takes: the request
+                // future stays small, and so do its moves (a JWKS fetch is a big future).
+                Box::pin(provider.authenticate(req.headers(), req.uri().query())),
             )
             .await
             .map_err(|_| Problem::gateway_timeout())?
@@ -610,7 +612,8 @@ impl Dispatch<'_> {
         };
         self.chosen = choice.as_ref().map(|c| c.target);
         let set_cookie = choice.and_then(|c| c.set_cookie);
-        let mut res = self.cached(cached, req).await;
+        // Boxed: only cached routes carry the cache stage's large future.
+        let mut res = Box::pin(self.cached(cached, req)).await;
         if let (Ok(res), Some(cookie)) = (&mut res, set_cookie) {
             res.headers_mut().append(http::header::SET_COOKIE, cookie);
         }

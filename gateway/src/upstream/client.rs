@@ -374,7 +374,8 @@ impl Upstream {
             };
             let attempt = match self.hedge {
                 Some(_) if call.hedge && call.idempotent && replay.copies() => {
-                    self.hedged(endpoint, ticket, req, &mut replay, call.deadline, this)
+                    // Boxed: two attempts side by side would double every call's future.
+                    Box::pin(self.hedged(endpoint, ticket, req, &mut replay, call.deadline, this))
                         .await
                 }
                 _ => {
