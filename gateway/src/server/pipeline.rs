@@ -6,7 +6,8 @@
 //!    ▼
 //!  ┌─ edge ─────────────────────────────────────────────────────────────────────┐
 //!  │ snapshot taken (one config generation for the whole request)               │
-//!  │ request id (kept if sane, else new) · trace context (continued or new)     │
+//!  │ request id (kept if sane, else new) · trace context (continued or new;     │
+//!  │ with an OTLP endpoint the request is a span, each backend attempt another) │
 //!  │ head size → 431 · Content-Length vs max_body → 413 · framing → 400          │
 //!  │ (HTTP/1 heads with ambiguous framing were already swapped by framing.rs)   │
 //!  │ ┌─ router ───────────────────────────────────────────────────────────────┐ │
