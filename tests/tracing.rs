@@ -201,6 +201,34 @@ fn parts(traceparent: &str) -> (String, String, String) {
     (p[1].to_string(), p[2].to_string(), p[3].to_string())
 }
 
+/// A route file with one proxy route, `/t/p` to backend `b`.
+const ONE_ROUTE: &str = "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n";
+
+/// The gateway on [`ONE_ROUTE`] with backend `b` at `backend`, exporting to `receiver`;
+/// `telemetry` holds more `telemetry:` keys (each line indented by two spaces).
+fn traced(receiver: &Receiver, backend: &str, telemetry: &str) -> Gateway {
+    let config = ConfigDir::new(
+        &gateway_yaml(
+            backend,
+            "",
+            &format!(
+                "telemetry:\n  otlp_endpoint: {}\n{telemetry}",
+                receiver.endpoint()
+            ),
+        ),
+        &[("t.yaml", ONE_ROUTE)],
+    );
+    Gateway::serve(config)
+}
+
+/// The request's span among `spans`.
+fn server_span(spans: &[Got]) -> &Got {
+    spans
+        .iter()
+        .find(|s| s.kind == SpanKind::Server as i32)
+        .expect("a server span")
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -415,10 +443,7 @@ async fn hedges_aggregate_calls_and_shadows_are_spans_of_their_own() {
     assert_eq!(got.status, 200);
     assert_eq!(got.json()["n"], "fast");
     let spans = receiver.wait(trace, 3).await;
-    let server = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let server = server_span(&spans);
     let attempts: Vec<&Got> = spans
         .iter()
         .filter(|s| s.kind == SpanKind::Client as i32)
@@ -450,10 +475,7 @@ async fn hedges_aggregate_calls_and_shadows_are_spans_of_their_own() {
     .await;
     assert_eq!(got.status, 200, "{}", got.text());
     let spans = receiver.wait(trace, 3).await;
-    let server = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let server = server_span(&spans);
     let mut calls: Vec<&str> = spans
         .iter()
         .filter(|s| s.kind == SpanKind::Client as i32 && s.parent == server.span_id)
@@ -480,10 +502,7 @@ async fn hedges_aggregate_calls_and_shadows_are_spans_of_their_own() {
     assert_eq!(got.status, 200);
     shadow.wait_for_hits(1, Duration::from_secs(5)).await;
     let spans = receiver.wait(trace, 3).await;
-    let server = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let server = server_span(&spans);
     let copy = spans
         .iter()
         .find(|s| s.name == "GET shadow")
@@ -499,21 +518,7 @@ async fn hedges_aggregate_calls_and_shadows_are_spans_of_their_own() {
 async fn unsampled_traces_are_propagated_and_not_recorded() {
     let receiver = Receiver::start().await;
     let backend = Recorder::json(json!({"ok": true})).await;
-    let config = ConfigDir::new(
-        &gateway_yaml(
-            &backend.url(),
-            "",
-            &format!(
-                "telemetry:\n  otlp_endpoint: {}\n  trace_sampling: 0%\n",
-                receiver.endpoint()
-            ),
-        ),
-        &[(
-            "t.yaml",
-            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
-        )],
-    );
-    let gw = Gateway::serve(config);
+    let gw = traced(&receiver, &backend.url(), "  trace_sampling: 0%\n");
     let c = client();
     // The caller decided not to sample: kept, and passed on.
     let unsampled = "44444444444444444444444444444444";
@@ -550,18 +555,7 @@ async fn unsampled_traces_are_propagated_and_not_recorded() {
 async fn spans_are_flushed_on_shutdown_and_failed_exports_counted() {
     let receiver = Receiver::start().await;
     let backend = Recorder::json(json!({"ok": true})).await;
-    let config = ConfigDir::new(
-        &gateway_yaml(
-            &backend.url(),
-            "",
-            &format!("telemetry:\n  otlp_endpoint: {}\n", receiver.endpoint()),
-        ),
-        &[(
-            "t.yaml",
-            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
-        )],
-    );
-    let mut gw = Gateway::serve(config);
+    let mut gw = traced(&receiver, &backend.url(), "");
     let c = client();
 
     // The collector refuses: the batch is counted as failed, the request is unharmed.
@@ -625,8 +619,7 @@ async fn a_reload_moves_the_export_to_a_new_endpoint() {
             &format!("telemetry:\n  otlp_endpoint: {endpoint}\n"),
         )
     };
-    let routes = "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n";
-    let config = ConfigDir::new(&gateway(old.endpoint()), &[("t.yaml", routes)]);
+    let config = ConfigDir::new(&gateway(old.endpoint()), &[("t.yaml", ONE_ROUTE)]);
     let dir = config.path().to_path_buf();
     let gw = Gateway::serve(config);
     let c = client();
@@ -712,18 +705,7 @@ fn bad_otlp_settings_are_refused_with_their_key() {
 async fn invalid_trace_context_starts_a_new_trace_without_the_old_tracestate() {
     let receiver = Receiver::start().await;
     let backend = Recorder::json(json!({"ok": true})).await;
-    let config = ConfigDir::new(
-        &gateway_yaml(
-            &backend.url(),
-            "",
-            &format!("telemetry:\n  otlp_endpoint: {}\n", receiver.endpoint()),
-        ),
-        &[(
-            "t.yaml",
-            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
-        )],
-    );
-    let gw = Gateway::serve(config);
+    let gw = traced(&receiver, &backend.url(), "");
     let c = client();
     // Upper-case hex is not a valid traceparent: a new trace, and the vendor data of the
     // old one does not travel with it.
@@ -749,10 +731,7 @@ async fn invalid_trace_context_starts_a_new_trace_without_the_old_tracestate() {
     assert_eq!(flags, "01", "a new trace, sampled at 100%");
     assert_eq!(seen[0].header("tracestate"), None);
     let spans = receiver.wait(&trace, 2).await;
-    let server = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let server = server_span(&spans);
     assert_eq!(server.parent, "", "a root span");
     assert_eq!(server.flags, 0x101);
     assert_eq!(seen[1].header("tracestate"), Some("vendor=kept"));
@@ -763,18 +742,7 @@ async fn invalid_trace_context_starts_a_new_trace_without_the_old_tracestate() {
 async fn a_request_the_client_abandons_is_still_a_span() {
     let receiver = Receiver::start().await;
     let backend = Recorder::start(|_| Canned::Hang).await;
-    let config = ConfigDir::new(
-        &gateway_yaml(
-            &backend.url(),
-            "",
-            &format!("telemetry:\n  otlp_endpoint: {}\n", receiver.endpoint()),
-        ),
-        &[(
-            "t.yaml",
-            "team: t\nprefix: /t\nauth: none\nroutes:\n  - id: p\n    path: /p\n    proxy: { backend: b }\n",
-        )],
-    );
-    let gw = Gateway::serve(config);
+    let gw = traced(&receiver, &backend.url(), "");
     let trace = "abababababababababababababababab";
     let request =
         format!("GET /t/p HTTP/1.1\r\nhost: x\r\ntraceparent: 00-{trace}-{CLIENT_SPAN}-01\r\n\r\n");
@@ -783,10 +751,7 @@ async fn a_request_the_client_abandons_is_still_a_span() {
     assert!(out.is_empty(), "no answer yet: {out}");
     backend.wait_for_hits(1, Duration::from_secs(5)).await;
     let spans = receiver.wait(trace, 2).await;
-    let server = spans
-        .iter()
-        .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap();
+    let server = server_span(&spans);
     assert_eq!(server.attr("portico.cancelled"), Some("true"));
     let attempt = spans
         .iter()

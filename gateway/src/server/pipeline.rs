@@ -234,8 +234,7 @@ async fn handle_inner(
     let snapshot = gateway.snapshot();
     // The gateway's own span: recorded when exported, else only the parent id its
     // backends see.
-    let (span, remote_parent) =
-        edge::trace_context(req.headers(), snapshot.config.telemetry.trace_sampling);
+    let (span, remote_parent) = edge::trace_context(req.headers(), snapshot.edge.trace_sampling);
     let traceparent = span.traceparent();
     let mut req = req;
     if remote_parent.is_none() {

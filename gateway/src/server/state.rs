@@ -81,6 +81,8 @@ pub struct Edge {
     pub trusted_proxies: Vec<IpNet>,
     /// Access log on/off.
     pub access_log: bool,
+    /// Share of new traces sampled (0.0–1.0).
+    pub trace_sampling: f64,
     /// Headers the gateway sets from identities (`forward_claims`, `forward`): never
     /// taken from a client, in any spelling.
     pub protected: Arc<[http::HeaderName]>,
@@ -270,6 +272,7 @@ impl Snapshot {
             request_timeout: s.request_timeout,
             trusted_proxies: s.trusted_proxies.clone(),
             access_log: config.telemetry.access_log,
+            trace_sampling: config.telemetry.trace_sampling,
             protected,
         };
         Snapshot {

@@ -184,8 +184,9 @@ impl Trace {
         span.context = self.span.child();
         span.start = SystemTime::now();
         Recording {
-            span: Some(span),
+            span,
             tracer: self.tracer.clone(),
+            ended: false,
         }
     }
 
@@ -198,51 +199,42 @@ impl Trace {
     }
 }
 
-/// A child span being timed; recorded by [`Recording::end`], or, when dropped before
-/// (the work was cancelled: a hedge that lost, a client that went away), recorded then
-/// with `portico.cancelled`.
+/// A child span being timed; recorded when dropped: by [`Recording::end`], or before it
+/// (the work was cancelled: a hedge that lost, a client that went away) with
+/// `portico.cancelled`.
 #[derive(Debug)]
 pub struct Recording {
-    span: Option<SpanData>,
+    span: SpanData,
     tracer: Arc<Tracer>,
+    ended: bool,
 }
 
 impl Recording {
     /// The span's own context (the parent its callee sees).
     pub fn context(&self) -> SpanContext {
-        self.span.as_ref().map_or(
-            SpanContext {
-                trace_id: 1,
-                span_id: 1,
-                flags: 0,
-            },
-            |s| s.context,
-        )
+        self.span.context
     }
 
     /// The span, to add attributes.
     pub fn data(&mut self) -> &mut SpanData {
-        // Only `end` and `drop` take it out, and both consume the recording.
-        self.span
-            .get_or_insert_with(|| SpanData::new(String::new(), Kind::Client, None))
+        &mut self.span
     }
 
     /// Ends the span now and queues it for export.
     pub fn end(mut self) {
-        if let Some(mut span) = self.span.take() {
-            span.end = SystemTime::now();
-            self.tracer.record(span);
-        }
+        self.ended = true;
     }
 }
 
 impl Drop for Recording {
     fn drop(&mut self) {
-        if let Some(mut span) = self.span.take() {
-            span.end = SystemTime::now();
+        let empty = SpanData::new(String::new(), self.span.kind, None);
+        let mut span = std::mem::replace(&mut self.span, empty);
+        span.end = SystemTime::now();
+        if !self.ended {
             span.flag("portico.cancelled", true);
-            self.tracer.record(span);
         }
+        self.tracer.record(span);
     }
 }
 
